@@ -1,0 +1,4 @@
+//! Configuration: TOML -> validated [`Config`].
+
+mod types;
+pub use types::*;

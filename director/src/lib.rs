@@ -1,0 +1,29 @@
+//! # director — the daemon's library (map of the crate)
+//!
+//! Data flows one way (see DESIGN.md):
+//! `config` -> `desired` (pure) -> `reconcile` (pure diff against a dump) ->
+//! `IpvsOp`s -> `kernel::IpvsKernel` executor (`ipvs` over generic netlink).
+//!
+//! - [`model`]: the IPVS table as data (services, destinations, stats, ops).
+//! - [`config`]: TOML -> validated model, errors as `FILE:LINE:COL: message`.
+//! - [`desired`]: config -> desired table (pure function).
+//! - [`reconcile`]: desired vs one kernel dump -> minimal ops (pure function).
+//! - [`kernel`]: the `IpvsKernel` trait, its errors, and a recording fake.
+//! - [`ipvs`]: the generic-netlink codec and socket for the "IPVS" family.
+//! - [`format`]: byte-exact `ipvsadm -Ln` / `-Lnc` printers.
+//! - [`control`]: the control-socket protocol (JSON lines).
+//! - [`metrics`]: Prometheus registry and `/metrics` endpoint.
+//! - [`daemon`]: `director run`: reconcile loop, triggers, control socket.
+//!
+//! Only `ipvs` (and, later, the other executors) write to the kernel.
+
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod desired;
+pub mod format;
+pub mod ipvs;
+pub mod kernel;
+pub mod metrics;
+pub mod model;
+pub mod reconcile;

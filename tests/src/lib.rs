@@ -1,0 +1,3 @@
+//! # director-tests — cross-crate integration tests (map of the crate)
+//!
+//! - `tests/lab/`: the kernel lab (qemu + Debian's stock kernel with IPVS).
