@@ -54,3 +54,35 @@ pub trait IpvsKernel {
 }
 
 pub mod fake;
+
+/// A borrowed kernel is a kernel: lets a test keep the fake while a
+/// short-lived `Reconciler` (a "daemon process") uses it.
+impl<K: IpvsKernel + ?Sized> IpvsKernel for &mut K {
+    fn info(&mut self) -> Result<IpvsInfo, KernelError> {
+        (**self).info()
+    }
+    fn dump(&mut self) -> Result<KernelTable, KernelError> {
+        (**self).dump()
+    }
+    fn apply(&mut self, ops: &[IpvsOp]) -> Vec<Result<(), KernelError>> {
+        (**self).apply(ops)
+    }
+    fn flush(&mut self) -> Result<(), KernelError> {
+        (**self).flush()
+    }
+    fn timeouts(&mut self) -> Result<Timeouts, KernelError> {
+        (**self).timeouts()
+    }
+    fn set_timeouts(&mut self, t: Timeouts) -> Result<(), KernelError> {
+        (**self).set_timeouts(t)
+    }
+    fn sync_daemons(&mut self) -> Result<Vec<SyncDaemon>, KernelError> {
+        (**self).sync_daemons()
+    }
+    fn start_sync_daemon(&mut self, d: &SyncDaemon) -> Result<(), KernelError> {
+        (**self).start_sync_daemon(d)
+    }
+    fn stop_sync_daemon(&mut self, d: &SyncDaemon) -> Result<(), KernelError> {
+        (**self).stop_sync_daemon(d)
+    }
+}

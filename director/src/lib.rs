@@ -13,6 +13,7 @@
 //! - [`format`]: byte-exact `ipvsadm -Ln` / `-Lnc` printers.
 //! - [`control`]: the control-socket protocol (JSON lines).
 //! - [`metrics`]: Prometheus registry and `/metrics` endpoint.
+//! - [`genl_watch`]: generic-netlink family events (ip_vs module reloads).
 //! - [`daemon`]: `director run`: reconcile loop, triggers, control socket.
 //!
 //! Only `ipvs` (and, later, the other executors) write to the kernel.
@@ -22,6 +23,7 @@ pub mod control;
 pub mod daemon;
 pub mod desired;
 pub mod format;
+pub mod genl_watch;
 pub mod ipvs;
 pub mod kernel;
 pub mod metrics;

@@ -1,1 +1,136 @@
-fn main() {}
+//! `directorctl`: talks to a running `director` over its control socket.
+//!
+//! `status` prints exactly what `ipvsadm -Ln` prints for the same kernel
+//! table (the daemon dumps, this side formats with `director::format`).
+
+use clap::{Parser, Subcommand};
+use director::control::{self, Request, Response};
+use director::format::{ListMode, ListOptions};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "directorctl", version, about = "Query and steer a running director")]
+struct Cli {
+    /// Control socket of the daemon (`global.control_socket`).
+    #[arg(long, global = true, env = "DIRECTOR_SOCKET", default_value = "/run/director/director.sock")]
+    socket: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The load-balancing table, as `ipvsadm -Ln` prints it.
+    Status {
+        /// Traffic counters (`ipvsadm -Ln --stats`).
+        #[arg(long, conflicts_with = "rate")]
+        stats: bool,
+        /// Rates (`ipvsadm -Ln --rate`).
+        #[arg(long)]
+        rate: bool,
+        /// Exact numbers, no K/M/G (`--exact`).
+        #[arg(long)]
+        exact: bool,
+        /// Machine-readable status: table, owned services, last pass.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Connection entries, as `ipvsadm -Lnc` prints them.
+    Conns {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-read the config file and apply only the difference.
+    Reload,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let req = match &cli.command {
+        Command::Status { .. } => Request::Status,
+        Command::Conns { .. } => Request::Conns,
+        Command::Reload => Request::Reload,
+    };
+    let timeout = match req {
+        Request::Reload => Duration::from_secs(600),
+        _ => Duration::from_secs(60),
+    };
+    let response = match control::request(&cli.socket, &req, timeout) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("directorctl: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match (cli.command, response) {
+        (_, Response::Error { message }) => {
+            eprintln!("directorctl: {message}");
+            ExitCode::FAILURE
+        }
+        (Command::Status { stats, rate, exact, json }, Response::Status(reply)) => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&reply).unwrap_or_default());
+            } else {
+                let mode = if stats {
+                    ListMode::Stats
+                } else if rate {
+                    ListMode::Rate
+                } else {
+                    ListMode::Plain
+                };
+                print!("{}", director::format::list(&reply.table, &ListOptions { mode, exact }));
+            }
+            ExitCode::SUCCESS
+        }
+        (Command::Conns { json }, Response::Conns { proc_ip_vs_conn }) => {
+            let result = if json {
+                director::format::parse_connections(&proc_ip_vs_conn)
+                    .map(|c| serde_json::to_string_pretty(&c).unwrap_or_default() + "\n")
+            } else {
+                director::format::connections(&proc_ip_vs_conn)
+            };
+            match result {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("directorctl: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        (Command::Reload, Response::Reload(r)) => {
+            if !r.rejected.is_empty() {
+                eprintln!("directorctl: new config rejected; the running config is unchanged:");
+                for line in &r.rejected {
+                    eprintln!("{line}");
+                }
+                return ExitCode::FAILURE;
+            }
+            match r.last_pass {
+                Some(p) if p.errors.is_empty() => {
+                    println!("reloaded: {} kernel ops applied in {:.3}s", p.ops_applied, p.duration_seconds);
+                    ExitCode::SUCCESS
+                }
+                Some(p) => {
+                    println!("reloaded: {} kernel ops applied; {} refused:", p.ops_applied, p.errors.len());
+                    for e in &p.errors {
+                        println!("  {e}");
+                    }
+                    ExitCode::FAILURE
+                }
+                None => {
+                    println!("reloaded");
+                    ExitCode::SUCCESS
+                }
+            }
+        }
+        (_, other) => {
+            eprintln!("directorctl: unexpected reply from the daemon: {other:?}");
+            ExitCode::FAILURE
+        }
+    }
+}
