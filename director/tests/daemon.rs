@@ -1,0 +1,225 @@
+//! The daemon end to end over its control socket and metrics endpoint, with
+//! the recording fake in place of the kernel (no root, no IPVS needed).
+
+use director::control::{self, Request, Response};
+use director::kernel::fake::FakeIpvs;
+use director::kernel::{IpvsKernel, KernelError};
+use director::model::*;
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The fake, shared between the daemon and the test.
+#[derive(Clone, Default)]
+struct SharedFake(Arc<Mutex<FakeIpvs>>);
+
+impl IpvsKernel for SharedFake {
+    fn info(&mut self) -> Result<IpvsInfo, KernelError> {
+        self.0.lock().unwrap().info()
+    }
+    fn dump(&mut self) -> Result<KernelTable, KernelError> {
+        self.0.lock().unwrap().dump()
+    }
+    fn apply(&mut self, ops: &[IpvsOp]) -> Vec<Result<(), KernelError>> {
+        self.0.lock().unwrap().apply(ops)
+    }
+    fn flush(&mut self) -> Result<(), KernelError> {
+        self.0.lock().unwrap().flush()
+    }
+    fn timeouts(&mut self) -> Result<Timeouts, KernelError> {
+        self.0.lock().unwrap().timeouts()
+    }
+    fn set_timeouts(&mut self, t: Timeouts) -> Result<(), KernelError> {
+        self.0.lock().unwrap().set_timeouts(t)
+    }
+    fn sync_daemons(&mut self) -> Result<Vec<SyncDaemon>, KernelError> {
+        self.0.lock().unwrap().sync_daemons()
+    }
+    fn start_sync_daemon(&mut self, d: &SyncDaemon) -> Result<(), KernelError> {
+        self.0.lock().unwrap().start_sync_daemon(d)
+    }
+    fn stop_sync_daemon(&mut self, d: &SyncDaemon) -> Result<(), KernelError> {
+        self.0.lock().unwrap().stop_sync_daemon(d)
+    }
+}
+
+const BODY: &str = r#"
+[[virtual_server]]
+name = "web"
+address = "192.0.2.100:80"
+scheduler = "wlc"
+  [[virtual_server.real_server]]
+  address = "10.0.1.11:8080"
+  [[virtual_server.real_server]]
+  address = "10.0.1.12:8080"
+  weight = 2
+"#;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Running {
+    dir: tempfile::TempDir,
+    socket: PathBuf,
+    config: PathBuf,
+    metrics: String,
+    fake: SharedFake,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<(), String>>>,
+}
+
+fn write_config(path: &Path, socket: &Path, metrics: &str, body: &str) {
+    let text = format!(
+        "[global]\nrouter_id = \"t\"\ncontrol_socket = \"{}\"\nmetrics_listen = \"{metrics}\"\nreconcile_interval = \"100ms\"\n{body}",
+        socket.display()
+    );
+    std::fs::write(path, text).unwrap();
+}
+
+fn start(fake: SharedFake) -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("ctl.sock");
+    let config = dir.path().join("director.toml");
+    let metrics = format!("127.0.0.1:{}", free_port());
+    write_config(&config, &socket, &metrics, BODY);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (cfg, f) = (config.clone(), fake.clone());
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(director::daemon::run(cfg, move || Ok(f.clone()), async { let _ = stopped.await; }, || {}))
+            .map_err(|e| e.to_string())
+    });
+    let r = Running { dir, socket, config, metrics, fake, stop: Some(stop), thread: Some(thread) };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while UnixStream::connect(&r.socket).is_err() {
+        assert!(Instant::now() < deadline, "daemon did not come up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    r
+}
+
+impl Running {
+    fn ask(&self, req: Request) -> Response {
+        control::request(&self.socket, &req, Duration::from_secs(20)).unwrap()
+    }
+    fn raw(&self, bytes: &[u8]) -> String {
+        let mut s = UnixStream::connect(&self.socket).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let _ = s.write_all(bytes);
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    }
+    fn table(&self) -> KernelTable {
+        self.fake.0.lock().unwrap().table.clone()
+    }
+    fn stop(mut self) -> Result<(), String> {
+        let _ = self.stop.take().unwrap().send(());
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+#[test]
+fn daemon_programs_serves_reloads_and_repairs() {
+    let r = start(SharedFake::default());
+
+    // Programmed at startup, and the socket is root-only.
+    let mode = std::fs::metadata(&r.socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let Response::Status(status) = r.ask(Request::Status) else { panic!("status") };
+    assert_eq!(status.table.services.len(), 1);
+    assert_eq!(status.table.services[0].dests.len(), 2);
+    assert_eq!(status.owned[0].name, "web");
+    assert_eq!(status.dataplane, "ipvs");
+
+    // Garbage, unknown commands and oversized lines get an error reply and
+    // leave the daemon serving.
+    assert!(r.raw(b"this is not json\n").contains("\"result\":\"error\""));
+    assert!(r.raw(b"{\"cmd\":\"rm -rf\"}\n").contains("\"result\":\"error\""));
+    let huge = vec![b'x'; control::MAX_REQUEST_BYTES + 10];
+    assert!(r.raw(&huge).contains("longer than"));
+    assert!(matches!(r.ask(Request::Status), Response::Status(_)));
+
+    // An external flush is repaired by the periodic pass (100ms here).
+    r.fake.0.lock().unwrap().flush().unwrap();
+    assert!(wait_until(Duration::from_secs(5), || r.table().services.len() == 1), "flush not repaired");
+
+    // A bad config is rejected with positions and nothing changes.
+    let good = std::fs::read_to_string(&r.config).unwrap();
+    std::fs::write(&r.config, good.replace("weight = 2", "weight = 70000")).unwrap();
+    let Response::Reload(rej) = r.ask(Request::Reload) else { panic!("reload") };
+    assert_eq!(rej.rejected.len(), 1, "{:?}", rej.rejected);
+    assert!(rej.rejected[0].contains("director.toml:") && rej.rejected[0].contains("70000"), "{:?}", rej.rejected);
+    assert!(r.table().services[0].dests.iter().any(|d| d.dest.settings.weight == 2));
+
+    // A good change applies only the difference.
+    std::fs::write(&r.config, good.replace("weight = 2", "weight = 5")).unwrap();
+    let Response::Reload(ok) = r.ask(Request::Reload) else { panic!("reload") };
+    assert!(ok.rejected.is_empty());
+    assert_eq!(ok.last_pass.unwrap().ops_applied, 1);
+    assert!(r.table().services[0].dests.iter().any(|d| d.dest.settings.weight == 5));
+
+    // Metrics are served and count what happened.
+    let mut s = std::net::TcpStream::connect(&r.metrics).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200 OK"));
+    assert!(text.contains("director_config_reloads_total{result=\"rejected\"} 1"), "{text}");
+    assert!(text.contains("director_reconcile_ops_applied_total{kind=\"edit_dest\"} 1"), "{text}");
+    assert!(text.contains("director_services_owned 1"));
+
+    // Shutdown leaves the table in place (the next daemon adopts it).
+    let dir = r.dir.path().to_path_buf();
+    let fake = r.fake.clone();
+    r.stop().unwrap();
+    assert_eq!(fake.0.lock().unwrap().table.services.len(), 1);
+    assert!(!fake.0.lock().unwrap().calls.iter().any(|c| matches!(c, director::kernel::fake::Call::Flush)));
+    assert!(dir.exists());
+}
+
+#[test]
+fn second_daemon_on_a_live_socket_refuses_and_stale_socket_is_reused() {
+    let r = start(SharedFake::default());
+    let fake = SharedFake::default();
+    let cfg = r.config.clone();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let err = rt
+        .block_on(director::daemon::run(cfg, move || Ok(fake.clone()), async {}, || {}))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("already listening"), "{err}");
+    let socket = r.socket.clone();
+    r.stop().unwrap();
+    // A stale socket file (as after kill -9) does not block a new start.
+    std::os::unix::net::UnixListener::bind(&socket).map(drop).ok();
+    let _again = start(SharedFake::default());
+}
+
+#[test]
+fn no_ipvs_is_said_plainly() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("d.toml");
+    write_config(&config, &dir.path().join("s.sock"), "127.0.0.1:1", BODY);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let err = rt
+        .block_on(director::daemon::run(config, || Err::<FakeIpvs, _>(KernelError::Unavailable), async {}, || {}))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no IPVS") && err.contains("nftables"), "{err}");
+}
