@@ -124,7 +124,7 @@ scheduler = "lblcr"
 [[virtual_server]]
 name = "others"
 address = "192.0.2.105:25"
-scheduler = "twos"
+scheduler = "ovf"
   [[virtual_server.real_server]]
   address = "10.0.1.61:25"
 "#;
