@@ -986,6 +986,7 @@ fn virtual_server(
     let mut reals = Vec::new();
     let mut seen: HashMap<(IpAddr, u16), usize> = HashMap::new();
     let mut ok = true;
+    let mut first_port0: Option<SocketAddr> = None;
     for rs in r.real_server.as_deref().unwrap_or(&[]) {
         let rh = rs.span();
         let rtable = cx.table_name(&rh, "real_server");
@@ -1062,10 +1063,8 @@ fn virtual_server(
                     cx.err(span.clone(), format!("real server {a} uses {} forwarding, which cannot change the destination port: its port must be {vp} like virtual server \"{label}\" (ipvsadm would silently use {vp})", forward_word(f)));
                 }
             }
-            if let (Some(Some(hs)), 0) = (&health, a.port()) {
-                if hs.port.is_none() {
-                    cx.err(span.clone(), format!("real server {a} has port 0, so the health check of virtual server \"{label}\" needs health.port"));
-                }
+            if a.port() == 0 && first_port0.is_none() {
+                first_port0 = Some(a);
             }
         }
         match (addr, weight, fwd, rtunnel, upper, lower) {
@@ -1082,6 +1081,16 @@ fn virtual_server(
         }
     }
 
+    // A port-0 real server has nothing to connect to unless the check
+    // names a port (keepalived's connect_port).
+    if let (Some(Some(hs)), Some(a), Some(hv)) = (&health, first_port0, &r.health) {
+        if hs.port.is_none() {
+            cx.err(
+                hv.span(),
+                format!("health of virtual server \"{label}\" needs a port: real server {a} has port 0, so there is no port to check"),
+            );
+        }
+    }
     if !ok {
         return None;
     }
