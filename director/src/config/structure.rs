@@ -24,6 +24,12 @@ struct Hit {
     key: String,
     /// The span is the key itself (unknown/duplicate key), not its value.
     on_key: bool,
+    /// The value as found in the document (`integer 80`, `a table`), when
+    /// the span is a value: more precise than serde's view (a datetime is a
+    /// "map" to serde).
+    found: Option<String>,
+    /// TOML type of that value (`integer`, `table`, ...).
+    found_type: &'static str,
 }
 
 /// Translate the TOML syntax errors (document did not parse) into the first
@@ -95,12 +101,20 @@ fn describe(raw: &str, hit: &Hit) -> String {
     for prefix in ["invalid type: ", "invalid value: "] {
         if let Some(rest) = raw.strip_prefix(prefix) {
             if let Some((found, expected)) = rest.split_once(", expected ") {
-                return format!(
-                    "{prefix}expected {} for \"{}\", found {}",
-                    expected_words(expected),
-                    hit.key,
-                    found_words(found)
+                let expected = expected_words(expected);
+                let found = hit.found.clone().unwrap_or_else(|| found_words(found));
+                if expected == "an integer" && hit.found_type == "integer" {
+                    // Valid TOML, but beyond i64.
+                    return format!("{found} for \"{}\" is too large", hit.key);
+                }
+                let mut msg = format!(
+                    "{prefix}expected {expected} for \"{}\", found {found}",
+                    hit.key
                 );
+                if expected == "an array" && hit.found_type == "table" {
+                    msg.push_str(&format!(" (write [[{}]] for each entry)", hit.key));
+                }
+                return msg;
             }
         }
     }
@@ -193,6 +207,8 @@ fn walk_table(
                 table: render(text, path, &table_span),
                 key: k.get_ref().to_string(),
                 on_key: true,
+                found: None,
+                found_type: "",
             });
         }
         if v.span() == *span {
@@ -200,6 +216,8 @@ fn walk_table(
                 table: render(text, path, &table_span),
                 key: k.get_ref().to_string(),
                 on_key: false,
+                found: Some(shown(text, v)),
+                found_type: v.get_ref().type_str(),
             });
         }
         path.push(k.get_ref().to_string());
@@ -233,6 +251,8 @@ fn walk_value(
                         table: render(text, &parent, parent_span),
                         key: key.to_string(),
                         on_key: false,
+                        found: Some(shown(text, item)),
+                        found_type: item.get_ref().type_str(),
                     });
                 }
                 let found = walk_value(text, item, key, parent_span, path, span);
@@ -243,6 +263,21 @@ fn walk_value(
             None
         }
         _ => None,
+    }
+}
+
+/// A value as a message shows it: `integer 80`, `string "x"`, `a table`;
+/// long or multi-line scalars by type only.
+fn shown(text: &str, v: &Spanned<DeValue<'_>>) -> String {
+    match v.get_ref() {
+        DeValue::Table(_) => "a table".to_string(),
+        DeValue::Array(_) => "an array".to_string(),
+        other => match text.get(v.span()) {
+            Some(t) if t.chars().count() <= 40 && !t.contains('\n') => {
+                format!("{} {t}", other.type_str())
+            }
+            _ => other.type_str().to_string(),
+        },
     }
 }
 

@@ -981,3 +981,37 @@ mod fuzz {
         }
     }
 }
+
+#[test]
+fn integer_too_large_for_toml() {
+    assert_eq!(
+        errors(&vs("[[virtual_server.real_server]]\naddress = \"10.0.0.1:80\"\nweight = 99999999999999999999\n")),
+        "t.toml:8:10: integer 99999999999999999999 for \"weight\" is too large"
+    );
+}
+
+#[test]
+fn table_instead_of_array_of_tables() {
+    assert_eq!(
+        errors(&format!("{G}[virtual_server]\nname = \"x\"\n")),
+        "t.toml:3:1: invalid type: expected an array for \"virtual_server\", found a table (write \
+         [[virtual_server]] for each entry)"
+    );
+}
+
+#[test]
+fn datetime_is_not_a_duration() {
+    assert_eq!(
+        errors(&vs("persistence_timeout = 1979-05-27\n")),
+        "t.toml:6:23: invalid type: expected a duration string like \"1s\" for \"persistence_timeout\", found \
+         datetime 1979-05-27"
+    );
+}
+
+#[test]
+fn persistence_timeout_zero() {
+    assert_eq!(
+        errors(&vs("persistence_timeout = \"0s\"\n")),
+        "t.toml:6:23: persistence_timeout \"0s\" is too short: the minimum is 1s"
+    );
+}

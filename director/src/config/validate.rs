@@ -118,10 +118,17 @@ impl Ctx<'_> {
             return None;
         }
         let secs = d.as_secs();
-        if secs < lo || secs > hi {
+        if secs < lo {
             self.err(
                 v.span(),
-                format!("{key} \"{s}\" out of range {lo}s..={hi}s"),
+                format!("{key} \"{s}\" is too short: the minimum is {lo}s"),
+            );
+            return None;
+        }
+        if secs > hi {
+            self.err(
+                v.span(),
+                format!("{key} \"{s}\" is too long: the maximum is {hi}s"),
             );
             return None;
         }
