@@ -525,6 +525,14 @@ fn unicast_peer_family() {
 }
 
 #[test]
+fn track_interface_needs_name() {
+    assert_eq!(
+        errors(&vrrp("track_interfaces = [{ weight = -10 }]\n")),
+        "t.toml:9:21: missing required key \"name\" in vrrp_instance.track_interfaces"
+    );
+}
+
+#[test]
 fn track_weight_range() {
     assert_eq!(
         errors(&vrrp(
@@ -762,6 +770,10 @@ fn health_rules() {
          t.toml:6:67: health rise 0 out of range 1..=4294967295"
     );
     assert_eq!(
+        errors(&vs("health = { interval = \"2s\" }\n")),
+        "t.toml:6:10: missing required key \"kind\" in virtual_server.health"
+    );
+    assert_eq!(
         errors(&vs("health = { kind = \"tcp\", interval = \"0s\" }\n")),
         "t.toml:6:37: health interval must be greater than 0"
     );
@@ -885,6 +897,10 @@ fn ctsync_rules() {
         )),
         "t.toml:3:1: missing required key \"key_file\" in [ctsync]\n\
          t.toml:5:8: peer [2001:db8::2]:3780 is IPv6 but local 10.0.0.1:3780 is IPv4"
+    );
+    assert_eq!(
+        errors(&format!("{G}[ctsync]\nlocal = \"10.0.0.1:3780\"\npeer = \"10.0.0.1:3781\"\nkey_file = \"k\"\n")),
+        "t.toml:5:8: peer 10.0.0.1:3781 is the same host as local 10.0.0.1:3780: peer is the other box of the pair"
     );
 }
 

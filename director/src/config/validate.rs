@@ -535,7 +535,7 @@ fn vrrp(cx: &mut Ctx<'_>, raws: &[S<RawVrrp>]) -> Vec<VrrpInstance> {
                 let th = t.span();
                 let tr = t.get_ref();
                 let tname = cx
-                    .require(&tr.name, &th, "track_interfaces", "name")
+                    .require(&tr.name, &th, "vrrp_instance.track_interfaces", "name")
                     .and_then(|v| cx.nonempty(v, "track_interfaces name"));
                 let weight = match &tr.weight {
                     None => Some(0),
@@ -702,7 +702,7 @@ fn tunnel(cx: &mut Ctx<'_>, t: &S<RawTunnel>) -> Option<Tunnel> {
 
 fn health(cx: &mut Ctx<'_>, hs: &S<RawHealth>) -> Option<HealthSpec> {
     let h = hs.span();
-    let table = cx.table_name(&h, "health");
+    let table = cx.table_name(&h, "virtual_server.health");
     let r = hs.get_ref();
     let kind = cx
         .require(&r.kind, &h, &table, "kind")
@@ -1215,6 +1215,15 @@ fn ctsync(cx: &mut Ctx<'_>, c: &S<RawCtSync>) -> Option<CtSync> {
         .require(&r.key_file, &h, &table, "key_file")
         .and_then(|v| cx.nonempty(v, "key_file"));
     if let (Some(l), Some(p), Some(pv)) = (local, peer, &r.peer) {
+        if l.ip() == p.ip() {
+            cx.err(
+                pv.span(),
+                format!(
+                    "peer {p} is the same host as local {l}: peer is the other box of the pair"
+                ),
+            );
+            return None;
+        }
         if Family::of(&l.ip()) != Family::of(&p.ip()) {
             cx.err(
                 pv.span(),
