@@ -141,6 +141,9 @@ pub fn parse(text: &str, file_name: &str) -> Result<Config, ConfigErrors> {
     if !syntax.is_empty() {
         return Err(one(structure::syntax_error(text, &syntax)));
     }
+    if let Some(e) = structure::container_error(text, &tree) {
+        return Err(one(e));
+    }
     let raw: raw::RawConfig =
         toml::from_str(text).map_err(|e| one(structure::shape_error(text, &tree, &e)))?;
     validate::validate(text, &raw).map_err(|errs| {

@@ -59,6 +59,107 @@ pub(crate) fn syntax_error(text: &str, errs: &[toml::de::Error]) -> Structural {
     Structural { span, message }
 }
 
+/// The container kind each table-valued key must have. Checked on the
+/// document tree *before* serde runs, because serde's derived structs also
+/// accept a sequence of field values, so `[[global]]` or `health = [1]`
+/// would otherwise fail deep inside with a misleading "expected a string".
+enum Kind {
+    Table(&'static [(&'static str, Kind)]),
+    ArrayOfTables(&'static [(&'static str, Kind)]),
+}
+
+const TOP: &[(&str, Kind)] = &[
+    (
+        "global",
+        Kind::Table(&[("ipvs_timeouts", Kind::Table(&[]))]),
+    ),
+    (
+        "vrrp_instance",
+        Kind::ArrayOfTables(&[("track_interfaces", Kind::ArrayOfTables(&[]))]),
+    ),
+    ("sync_group", Kind::ArrayOfTables(&[])),
+    (
+        "virtual_server",
+        Kind::ArrayOfTables(&[
+            ("health", Kind::Table(&[])),
+            ("tunnel", Kind::Table(&[])),
+            (
+                "real_server",
+                Kind::ArrayOfTables(&[("tunnel", Kind::Table(&[]))]),
+            ),
+        ]),
+    ),
+    ("snat", Kind::ArrayOfTables(&[])),
+    ("ctsync", Kind::Table(&[])),
+];
+
+/// Check that tables are tables and arrays of tables are arrays of tables;
+/// the first violation by position, if any.
+pub(crate) fn container_error(text: &str, tree: &Spanned<DeTable<'_>>) -> Option<Structural> {
+    let mut found = Vec::new();
+    check_kinds(text, tree.get_ref(), TOP, &mut found);
+    found.into_iter().min_by_key(|s| s.span.start)
+}
+
+fn check_kinds(text: &str, table: &DeTable<'_>, spec: &[(&str, Kind)], out: &mut Vec<Structural>) {
+    for (key, kind) in spec {
+        let Some((_, v)) = table.iter().find(|(k, _)| k.get_ref() == key) else {
+            continue;
+        };
+        match (kind, v.get_ref()) {
+            (Kind::Table(sub), DeValue::Table(t)) => check_kinds(text, t, sub, out),
+            (Kind::Table(_), _) => {
+                // `[[x]]` headers: show the single-table header instead.
+                let hint = match text.get(v.span()) {
+                    Some(h) if h.starts_with("[[") && h.ends_with("]]") => {
+                        let name: String = h[2..h.len() - 2]
+                            .chars()
+                            .filter(|c| !c.is_whitespace())
+                            .collect();
+                        format!(" (write [{name}], not [[{name}]])")
+                    }
+                    _ => String::new(),
+                };
+                out.push(Structural {
+                    span: v.span(),
+                    message: format!(
+                        "invalid type: expected a table for \"{key}\", found {}{hint}",
+                        shown(text, v)
+                    ),
+                });
+            }
+            (Kind::ArrayOfTables(sub), DeValue::Array(items)) => {
+                for item in items.iter() {
+                    match item.get_ref() {
+                        DeValue::Table(t) => check_kinds(text, t, sub, out),
+                        _ => out.push(Structural {
+                            span: item.span(),
+                            message: format!(
+                                "invalid type: expected a table for each \"{key}\" entry, found {}",
+                                shown(text, item)
+                            ),
+                        }),
+                    }
+                }
+            }
+            (Kind::ArrayOfTables(_), _) => {
+                let hint = if matches!(v.get_ref(), DeValue::Table(_)) {
+                    format!(" (write [[{key}]] for each entry)")
+                } else {
+                    String::new()
+                };
+                out.push(Structural {
+                    span: v.span(),
+                    message: format!(
+                        "invalid type: expected an array of tables for \"{key}\", found {}{hint}",
+                        shown(text, v)
+                    ),
+                });
+            }
+        }
+    }
+}
+
 /// Translate a serde error raised while mapping the (syntactically valid)
 /// document onto the raw structs.
 pub(crate) fn shape_error(

@@ -346,7 +346,7 @@ fn wrong_type_bool() {
 fn wrong_type_array_of_tables() {
     assert_eq!(
         errors(&format!("virtual_server = 3\n{G}")),
-        "t.toml:1:18: invalid type: expected an array for \"virtual_server\", found integer 3"
+        "t.toml:1:18: invalid type: expected an array of tables for \"virtual_server\", found integer 3"
     );
 }
 
@@ -1010,7 +1010,7 @@ fn integer_too_large_for_toml() {
 fn table_instead_of_array_of_tables() {
     assert_eq!(
         errors(&format!("{G}[virtual_server]\nname = \"x\"\n")),
-        "t.toml:3:1: invalid type: expected an array for \"virtual_server\", found a table (write \
+        "t.toml:3:1: invalid type: expected an array of tables for \"virtual_server\", found a table (write \
          [[virtual_server]] for each entry)"
     );
 }
@@ -1029,5 +1029,22 @@ fn persistence_timeout_zero() {
     assert_eq!(
         errors(&vs("persistence_timeout = \"0s\"\n")),
         "t.toml:6:23: persistence_timeout \"0s\" is too short: the minimum is 1s"
+    );
+}
+
+#[test]
+fn array_where_a_table_belongs() {
+    assert_eq!(
+        errors("[[global]]\nrouter_id = \"x\"\n"),
+        "t.toml:1:1: invalid type: expected a table for \"global\", found an array (write [global], not \
+         [[global]])"
+    );
+    assert_eq!(
+        errors(&vs("health = [\"tcp\"]\n")),
+        "t.toml:6:10: invalid type: expected a table for \"health\", found an array"
+    );
+    assert_eq!(
+        errors(&format!("{G}[[vrrp_instance]]\ntrack_interfaces = [\"eth0\"]\n")),
+        "t.toml:4:21: invalid type: expected a table for each \"track_interfaces\" entry, found string \"eth0\""
     );
 }
