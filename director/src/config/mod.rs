@@ -3,16 +3,18 @@
 //!
 //! # Two phases, and why
 //!
-//! 1. **Structure** ([`raw`]): serde maps the document onto raw structs whose
+//! 1. **Structure** (`raw.rs`): serde maps the document onto raw structs whose
 //!    fields are all `Option<Spanned<_>>`, with `deny_unknown_fields`. This
 //!    phase rejects only what makes the file unreadable as *our* format: TOML
 //!    syntax errors, unknown keys (typos such as `shceduler`) and values of
 //!    the wrong TOML type. serde stops at the first such error, so this phase
-//!    yields at most one error; [`structure`] rewrites serde's terse message
+//!    yields at most one error; `structure.rs` rewrites serde's terse message
 //!    to name the key and its table (`unknown key "shceduler" in
 //!    [[virtual_server]] ...`), by looking the error's byte span up in toml's
-//!    spanned document tree.
-//! 2. **Semantics** ([`validate`]): a plain walk over the raw structs that
+//!    spanned document tree. Before serde runs, the same tree is checked for
+//!    tables written as arrays and vice versa (`[[global]]`), which serde's
+//!    derived structs would otherwise misreport.
+//! 2. **Semantics** (`validate.rs`): a plain walk over the raw structs that
 //!    checks ranges, formats (addresses, durations, netmasks), defaults,
 //!    exclusive and dependent keys, and cross-references (duplicate services,
 //!    sync-group members, VRID clashes). It collects *all* errors, each at the
