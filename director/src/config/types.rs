@@ -89,6 +89,9 @@ pub struct HealthSpec {
     pub timeout: Duration,
     pub rise: u32,
     pub fall: u32,
+    /// `health.port`: the port to check instead of the real server's own
+    /// (keepalived's `connect_port`); needed when real servers use port 0.
+    pub port: Option<u16>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -1,0 +1,1050 @@
+//! Every example parses; every error class has a test pinning its exact
+//! `FILE:LINE:COL: message` (so a regression in position or wording fails);
+//! several independent errors are all reported, in order; no input panics.
+
+use super::*;
+use crate::model::{svc_flags, Family, Forward, Protocol, ServiceKey, TunnelCsum, TunnelType};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// A valid `[global]` (lines 1-2) for snippets that test something else.
+const G: &str = "[global]\nrouter_id = \"lb\"\n";
+
+/// A valid virtual server header (lines 3-5) after `G`.
+const VS: &str = "[[virtual_server]]\nname = \"web\"\naddress = \"192.0.2.1:80\"\n";
+
+fn errors(text: &str) -> String {
+    match parse(text, "t.toml") {
+        Ok(c) => panic!("expected errors, got {c:#?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn ok(text: &str) -> Config {
+    match parse(text, "t.toml") {
+        Ok(c) => c,
+        Err(e) => panic!("unexpected errors:\n{e}"),
+    }
+}
+
+/// `G` + `VS` + `body`: body starts at line 6.
+fn vs(body: &str) -> String {
+    format!("{G}{VS}{body}")
+}
+
+// ---------------------------------------------------------------- examples
+
+#[test]
+fn example_director_toml_parses() {
+    let c = ok(include_str!("../../../etc/director.toml"));
+    assert_eq!(c.global.router_id, "lb-01");
+    assert_eq!(
+        c.global.metrics_listen,
+        Some("127.0.0.1:9588".parse().unwrap())
+    );
+    assert_eq!(
+        c.global.control_socket,
+        std::path::PathBuf::from("/run/director/director.sock")
+    );
+    assert_eq!(c.vrrp_instances.len(), 1);
+    let tcp: Vec<_> = c
+        .virtual_servers
+        .iter()
+        .filter(|v| {
+            matches!(
+                v.key,
+                ServiceKey::Inet {
+                    protocol: Protocol::Tcp,
+                    ..
+                }
+            )
+        })
+        .collect();
+    assert_eq!(tcp.len(), 2);
+    assert!(tcp.iter().all(|v| v.real_servers.len() == 3));
+    assert!(tcp.iter().any(|v| v.persistence.is_some()));
+    assert!(tcp
+        .iter()
+        .any(|v| v.scheduler == "mh" && v.scheduler_flags == svc_flags::SCHED2));
+    assert!(c.virtual_servers.iter().any(|v| matches!(
+        v.key,
+        ServiceKey::Inet {
+            protocol: Protocol::Udp,
+            ..
+        }
+    )));
+    assert!(c
+        .virtual_servers
+        .iter()
+        .any(|v| matches!(v.key, ServiceKey::Fwmark { .. })));
+    assert_eq!(c.snat.len(), 1);
+}
+
+#[test]
+fn example_keepalived_like_pair_parses() {
+    let c = ok(include_str!("../../../etc/keepalived-like-pair.toml"));
+    assert_eq!(c.vrrp_instances.len(), 2);
+    assert_eq!(c.sync_groups[0].instances, vec!["VI_1", "VI_GATEWAY"]);
+    assert_eq!(c.virtual_servers.len(), 3);
+    for v in &c.virtual_servers {
+        assert_eq!(v.scheduler, "wlc");
+        assert_eq!(v.forwarding, Forward::Masq);
+        assert_eq!(
+            v.persistence.as_ref().unwrap().timeout,
+            Duration::from_secs(360)
+        );
+    }
+    let https = c
+        .virtual_servers
+        .iter()
+        .find(|v| v.name == "front-https")
+        .unwrap();
+    assert!(https.real_servers.iter().all(|r| r.port == 20001));
+    assert!(c.ctsync.is_some());
+}
+
+#[test]
+fn example_ipv6_parses() {
+    let c = ok(include_str!("../../../etc/ipv6.toml"));
+    let mail = c
+        .virtual_servers
+        .iter()
+        .find(|v| v.name == "mail6")
+        .unwrap();
+    assert_eq!(
+        mail.key,
+        ServiceKey::Fwmark {
+            family: Family::V6,
+            mark: 600
+        }
+    );
+    assert_eq!(mail.forwarding, Forward::Route);
+    assert_eq!(mail.persistence.as_ref().unwrap().netmask, 64);
+    let web = c.virtual_servers.iter().find(|v| v.name == "web6").unwrap();
+    assert_eq!(web.persistence.as_ref().unwrap().netmask, 64);
+    let dns = c.virtual_servers.iter().find(|v| v.name == "dns6").unwrap();
+    let t = dns.real_servers[1].tunnel;
+    assert_eq!(
+        (t.kind, t.port, t.csum),
+        (TunnelType::Gue, 6080, TunnelCsum::Csum)
+    );
+}
+
+// ------------------------------------------------------- values and defaults
+
+#[test]
+fn defaults() {
+    let c = ok(&format!(
+        "{G}[[vrrp_instance]]\nname = \"V\"\ninterface = \"eth0\"\nvrid = 1\npriority = 100\nvirtual_ipaddresses = [\"192.0.2.1\"]\n{VS}\
+         health = {{ kind = \"tcp\" }}\n[[virtual_server.real_server]]\naddress = \"10.0.0.1:80\"\n"
+    ));
+    let g = &c.global;
+    assert_eq!(
+        g.control_socket,
+        std::path::PathBuf::from("/run/director/director.sock")
+    );
+    assert_eq!(g.dataplane, DataplaneChoice::Auto);
+    assert!(!g.ipvs_exclusive);
+    assert_eq!(g.reconcile_interval, Duration::from_secs(5));
+    assert_eq!(g.ipvs_timeouts, None);
+    assert_eq!(g.metrics_listen, None);
+    let v = &c.vrrp_instances[0];
+    assert_eq!(
+        (v.version, v.advert_interval, v.preempt, v.preempt_delay),
+        (3, Duration::from_secs(1), true, Duration::ZERO)
+    );
+    assert_eq!(
+        v.virtual_ipaddresses,
+        vec![("192.0.2.1".parse().unwrap(), 32)]
+    );
+    let s = &c.virtual_servers[0];
+    assert_eq!(
+        s.key,
+        ServiceKey::Inet {
+            protocol: Protocol::Tcp,
+            addr: "192.0.2.1:80".parse::<SocketAddr>().unwrap()
+        }
+    );
+    assert_eq!(
+        (s.scheduler.as_str(), s.scheduler_flags, s.one_packet),
+        ("wlc", 0, false)
+    );
+    assert_eq!(s.persistence, None);
+    assert_eq!(s.forwarding, Forward::Masq);
+    let h = s.health.as_ref().unwrap();
+    assert_eq!(
+        (h.interval, h.timeout, h.rise, h.fall, h.port),
+        (Duration::from_secs(2), Duration::from_secs(1), 2, 3, None)
+    );
+    let r = &s.real_servers[0];
+    assert_eq!(
+        (r.weight, r.forwarding, r.upper_threshold, r.lower_threshold),
+        (1, Forward::Masq, 0, 0)
+    );
+}
+
+#[test]
+fn values_are_mapped() {
+    let c = ok(
+        "[global]\nrouter_id = \"lb\"\nipvs_timeouts = { tcp = \"15m\", udp = \"300s\" }\nreconcile_interval = \"100ms\"\n\
+         [[virtual_server]]\nname = \"s\"\naddress = \"192.0.2.1:0\"\nprotocol = \"udp\"\nscheduler = \"sh\"\n\
+         scheduler_flags = [\"sh-fallback\", \"sh-port\", \"flag-3\"]\npersistence_timeout = \"1m\"\n\
+         persistence_granularity = \"255.255.240.0\"\npersistence_engine = \"sip\"\none_packet = true\nforwarding = \"tun\"\n\
+         tunnel = { type = \"gre\", csum = \"remcsum\" }\n\
+         [[virtual_server.real_server]]\naddress = \"[2001:db8::1]:0\"\n\
+         [[virtual_server.real_server]]\naddress = \"10.0.0.2:0\"\nforwarding = \"nat\"\nweight = 0\n"
+    );
+    assert_eq!(
+        c.global.ipvs_timeouts,
+        Some(crate::model::Timeouts {
+            tcp: 900,
+            tcp_fin: 0,
+            udp: 300
+        })
+    );
+    assert_eq!(c.global.reconcile_interval, Duration::from_millis(100));
+    let s = &c.virtual_servers[0];
+    assert_eq!(
+        s.scheduler_flags,
+        svc_flags::SCHED1 | svc_flags::SCHED2 | svc_flags::SCHED3
+    );
+    assert_eq!(
+        s.persistence,
+        Some(Persistence {
+            timeout: Duration::from_secs(60),
+            netmask: 0xffff_f000
+        })
+    );
+    assert_eq!(s.persistence_engine.as_deref(), Some("sip"));
+    assert!(s.one_packet);
+    // tun allows an IPv6 real server behind an IPv4 VIP; it inherits the
+    // virtual server's tunnel settings.
+    assert_eq!(s.real_servers[0].forwarding, Forward::Tunnel);
+    assert_eq!(s.real_servers[0].tunnel.kind, TunnelType::Gre);
+    assert_eq!(s.real_servers[0].tunnel.csum, TunnelCsum::RemCsum);
+    assert_eq!(
+        (s.real_servers[1].forwarding, s.real_servers[1].weight),
+        (Forward::Masq, 0)
+    );
+    assert_eq!(s.real_servers[1].tunnel, crate::model::Tunnel::default());
+}
+
+// ------------------------------------------------------ phase 1: structure
+
+#[test]
+fn syntax_error() {
+    assert_eq!(
+        errors("[global\n"),
+        "t.toml:1:8: TOML syntax error: unclosed table, expected ']'"
+    );
+}
+
+#[test]
+fn syntax_error_reports_the_first_one() {
+    assert_eq!(
+        errors("[global]\nrouter_id = \"lb\nx"),
+        "t.toml:2:16: TOML syntax error: invalid basic string, expected '\"'"
+    );
+}
+
+#[test]
+fn duplicate_key() {
+    assert_eq!(
+        errors("[global]\nrouter_id = \"a\"\nrouter_id = \"b\"\n"),
+        "t.toml:3:1: duplicate key \"router_id\""
+    );
+}
+
+#[test]
+fn duplicate_table() {
+    assert_eq!(
+        errors(&format!("{G}[global]\n")),
+        "t.toml:3:2: duplicate table \"global\""
+    );
+}
+
+#[test]
+fn unknown_key_with_suggestion() {
+    assert_eq!(
+        errors(&vs("shceduler = \"rr\"\n")),
+        "t.toml:6:1: unknown key \"shceduler\" in [[virtual_server]] (did you mean \"scheduler\"?); expected one of name, \
+         address, protocol, fwmark, family, scheduler, scheduler_flags, persistence_timeout, persistence_granularity, \
+         persistence_engine, one_packet, forwarding, tunnel, health, real_server"
+    );
+}
+
+#[test]
+fn unknown_key_in_real_server() {
+    assert_eq!(
+        errors(&vs("[[virtual_server.real_server]]\naddress = \"10.0.0.1:80\"\nlb_kind = \"NAT\"\n")),
+        "t.toml:8:1: unknown key \"lb_kind\" in [[virtual_server.real_server]]; expected one of address, weight, \
+         forwarding, tunnel, upper_threshold, lower_threshold"
+    );
+}
+
+#[test]
+fn unknown_key_in_inline_table() {
+    assert_eq!(
+        errors(&vs("health = { knd = \"tcp\" }\n")),
+        "t.toml:6:12: unknown key \"knd\" in virtual_server.health (did you mean \"kind\"?); expected one of kind, \
+         interval, timeout, rise, fall, port"
+    );
+}
+
+#[test]
+fn unknown_top_level_key() {
+    assert_eq!(
+        errors(&format!("{G}[[virtual_servers]]\n")),
+        "t.toml:3:3: unknown key \"virtual_servers\" at the top level (did you mean \"virtual_server\"?); expected one \
+         of global, vrrp_instance, sync_group, virtual_server, snat, ctsync"
+    );
+}
+
+#[test]
+fn wrong_type_string() {
+    assert_eq!(
+        errors("[global]\nrouter_id = 5\n"),
+        "t.toml:2:13: invalid type: expected a string for \"router_id\", found integer 5"
+    );
+}
+
+#[test]
+fn wrong_type_duration() {
+    assert_eq!(
+        errors(&format!("{G}[[vrrp_instance]]\nadvert_interval = 1\n")),
+        "t.toml:4:19: invalid type: expected a duration string like \"1s\" for \"advert_interval\", found integer 1"
+    );
+}
+
+#[test]
+fn wrong_type_array_element() {
+    assert_eq!(
+        errors(&format!(
+            "{G}[[vrrp_instance]]\nunicast_peers = [\"192.0.2.2\", 3]\n"
+        )),
+        "t.toml:4:31: invalid type: expected a string for \"unicast_peers\", found integer 3"
+    );
+}
+
+#[test]
+fn wrong_type_table() {
+    assert_eq!(
+        errors(&vs("health = 5\n")),
+        "t.toml:6:10: invalid type: expected a table for \"health\", found integer 5"
+    );
+}
+
+#[test]
+fn wrong_type_bool() {
+    assert_eq!(
+        errors(&vs("one_packet = \"yes\"\n")),
+        "t.toml:6:14: invalid type: expected a boolean (true or false) for \"one_packet\", found string \"yes\""
+    );
+}
+
+#[test]
+fn wrong_type_array_of_tables() {
+    assert_eq!(
+        errors(&format!("virtual_server = 3\n{G}")),
+        "t.toml:1:18: invalid type: expected an array of tables for \"virtual_server\", found integer 3"
+    );
+}
+
+// ------------------------------------------------------- phase 2: global
+
+#[test]
+fn missing_global() {
+    assert_eq!(
+        errors(""),
+        "t.toml:1:1: missing [global] table (it needs at least router_id)"
+    );
+}
+
+#[test]
+fn missing_required_key() {
+    assert_eq!(
+        errors("[global]\ndataplane = \"ipvs\"\n"),
+        "t.toml:1:1: missing required key \"router_id\" in [global]"
+    );
+}
+
+#[test]
+fn empty_string() {
+    assert_eq!(
+        errors("[global]\nrouter_id = \" \"\n"),
+        "t.toml:2:13: router_id must not be empty"
+    );
+}
+
+#[test]
+fn bad_choice_with_case_hint() {
+    assert_eq!(
+        errors(&format!("{G}dataplane = \"IPVS\"\n")),
+        "t.toml:3:13: bad dataplane \"IPVS\": expected \"auto\", \"ipvs\" or \"nftables\" (values are lowercase)"
+    );
+}
+
+#[test]
+fn bad_socket_address() {
+    assert_eq!(
+        errors(&format!("{G}metrics_listen = \"localhost:9588\"\n")),
+        "t.toml:3:18: bad address \"localhost:9588\" for metrics_listen: invalid IP address"
+    );
+}
+
+#[test]
+fn reconcile_interval_too_short() {
+    assert_eq!(
+        errors(&format!("{G}reconcile_interval = \"50ms\"\n")),
+        "t.toml:3:22: reconcile_interval \"50ms\" is too short: the minimum is 100ms"
+    );
+}
+
+#[test]
+fn ipvs_timeouts_whole_seconds() {
+    assert_eq!(
+        errors(&format!("{G}ipvs_timeouts = {{ tcp_fin = \"1.5s\" }}\n")),
+        "t.toml:3:29: ipvs_timeouts.tcp_fin \"1.5s\" must be whole seconds"
+    );
+}
+
+#[test]
+fn bad_duration() {
+    assert_eq!(
+        errors(&vrrp("advert_interval = \"1x\"\n")),
+        "t.toml:9:19: invalid duration \"1x\" for advert_interval: unknown time unit \"x\", supported units: ns, \
+         us/µs, ms, sec, min, hours, days, weeks, months, years (and few variations)"
+    );
+}
+
+#[test]
+fn read_error() {
+    let e = load(std::path::Path::new("/nonexistent/director.toml")).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "/nonexistent/director.toml: cannot read: No such file or directory (os error 2)"
+    );
+}
+
+// --------------------------------------------------------- phase 2: VRRP
+
+/// A valid VRRP instance at lines 3-8, with `extra` from line 9 on.
+fn vrrp(extra: &str) -> String {
+    format!(
+        "{G}[[vrrp_instance]]\nname = \"VI_1\"\ninterface = \"eth1\"\nvrid = 51\npriority = 150\n\
+         virtual_ipaddresses = [\"192.0.2.100/32\"]\n{extra}"
+    )
+}
+
+#[test]
+fn vrrp_missing_keys_at_header() {
+    assert_eq!(
+        errors(&format!("{G}[[vrrp_instance]]\nname = \"VI_1\"\n")),
+        "t.toml:3:1: missing required key \"interface\" in [[vrrp_instance]]\n\
+         t.toml:3:1: missing required key \"vrid\" in [[vrrp_instance]]\n\
+         t.toml:3:1: missing required key \"priority\" in [[vrrp_instance]]\n\
+         t.toml:3:1: missing required key \"virtual_ipaddresses\" in [[vrrp_instance]]"
+    );
+}
+
+#[test]
+fn vrid_out_of_range() {
+    assert_eq!(
+        errors(&vrrp("").replace("vrid = 51", "vrid = 256")),
+        "t.toml:6:8: vrid 256 out of range 1..=255"
+    );
+}
+
+#[test]
+fn bad_version() {
+    assert_eq!(
+        errors(&vrrp("version = 4\n")),
+        "t.toml:9:11: version 4 is not a VRRP version: expected 2 or 3"
+    );
+}
+
+#[test]
+fn advert_interval_v2() {
+    assert_eq!(
+        errors(&vrrp("version = 2\nadvert_interval = \"500ms\"\n")),
+        "t.toml:10:19: advert_interval \"500ms\" is not valid for VRRP version 2: expected whole seconds 1s..=255s"
+    );
+}
+
+#[test]
+fn advert_interval_v3() {
+    assert_eq!(
+        errors(&vrrp("advert_interval = \"41s\"\n")),
+        "t.toml:9:19: advert_interval \"41s\" is not valid for VRRP version 3: expected a multiple of 10ms in \
+         10ms..=40.95s"
+    );
+    ok(&vrrp("advert_interval = \"40s 950ms\"\n"));
+    ok(&vrrp("advert_interval = \"10ms\"\n"));
+}
+
+#[test]
+fn vips_empty() {
+    assert_eq!(
+        errors(&vrrp("").replace("[\"192.0.2.100/32\"]", "[]")),
+        "t.toml:8:23: virtual_ipaddresses must not be empty"
+    );
+}
+
+#[test]
+fn vip_bad_prefix() {
+    assert_eq!(
+        errors(&vrrp("").replace("/32", "/33")),
+        "t.toml:8:24: bad address \"192.0.2.100/33\" for virtual_ipaddresses: invalid prefix length \"33\" \
+         (expected 0..=32)"
+    );
+}
+
+#[test]
+fn vip_family_mixed() {
+    assert_eq!(
+        errors(&vrrp("").replace("[\"192.0.2.100/32\"]", "[\"192.0.2.100\", \"2001:db8::1\"]")),
+        "t.toml:8:39: virtual IP 2001:db8::1 is IPv6 but vrrp_instance \"VI_1\" is IPv4 (one instance carries one \
+         address family)"
+    );
+}
+
+#[test]
+fn vip_v6_needs_v3() {
+    assert_eq!(
+        errors(&vrrp("version = 2\n").replace("192.0.2.100/32", "2001:db8::1")),
+        "t.toml:8:24: virtual IP 2001:db8::1 is IPv6 but VRRP version 2 is IPv4-only (RFC 3768); use version = 3"
+    );
+}
+
+#[test]
+fn unicast_peer_family() {
+    assert_eq!(
+        errors(&vrrp("unicast_peers = [\"2001:db8::2\"]\n")),
+        "t.toml:9:18: unicast peer 2001:db8::2 is IPv6 but vrrp_instance \"VI_1\" is IPv4"
+    );
+}
+
+#[test]
+fn track_interface_needs_name() {
+    assert_eq!(
+        errors(&vrrp("track_interfaces = [{ weight = -10 }]\n")),
+        "t.toml:9:21: missing required key \"name\" in vrrp_instance.track_interfaces"
+    );
+}
+
+#[test]
+fn track_weight_range() {
+    assert_eq!(
+        errors(&vrrp(
+            "track_interfaces = [{ name = \"eth0\", weight = -255 }]\n"
+        )),
+        "t.toml:9:47: track_interfaces weight -255 out of range -254..=254"
+    );
+}
+
+#[test]
+fn duplicate_vrrp_name_vrid_and_vip() {
+    let second =
+        "[[vrrp_instance]]\nname = \"VI_1\"\ninterface = \"eth1\"\nvrid = 51\npriority = 100\n\
+                  virtual_ipaddresses = [\"192.0.2.100\"]\n";
+    assert_eq!(
+        errors(&vrrp(second)),
+        "t.toml:10:8: duplicate vrrp_instance name \"VI_1\" (first at line 3)\n\
+         t.toml:12:8: vrid 51 on eth1 (IPv4) is already used by vrrp_instance \"VI_1\" (line 6)\n\
+         t.toml:14:24: virtual IP 192.0.2.100 is already in vrrp_instance \"VI_1\" (line 8)"
+    );
+}
+
+#[test]
+fn same_vrid_other_family_or_interface_is_fine() {
+    ok(&vrrp(
+        "[[vrrp_instance]]\nname = \"VI_6\"\ninterface = \"eth1\"\nvrid = 51\npriority = 100\n\
+         virtual_ipaddresses = [\"2001:db8::1\"]\n",
+    ));
+}
+
+// --------------------------------------------------- phase 2: sync groups
+
+#[test]
+fn sync_group_unknown_instance() {
+    assert_eq!(
+        errors(&vrrp(
+            "[[sync_group]]\nname = \"G1\"\ninstances = [\"VI_1\", \"VI_2\"]\n"
+        )),
+        "t.toml:11:22: sync_group \"G1\" names vrrp_instance \"VI_2\", which does not exist"
+    );
+}
+
+#[test]
+fn sync_group_instance_twice() {
+    assert_eq!(
+        errors(&vrrp(
+            "[[sync_group]]\nname = \"G1\"\ninstances = [\"VI_1\"]\n[[sync_group]]\nname = \"G2\"\ninstances = [\"VI_1\"]\n"
+        )),
+        "t.toml:14:14: vrrp_instance \"VI_1\" is already in sync_group \"G1\" (line 11); an instance can be in one \
+         group only"
+    );
+}
+
+// ----------------------------------------------- phase 2: virtual servers
+
+#[test]
+fn bad_ip_address() {
+    assert_eq!(
+        errors(&vs("").replace("192.0.2.1:80", "10.0.0.300:80")),
+        "t.toml:5:11: bad address \"10.0.0.300:80\" for address: invalid IP address"
+    );
+}
+
+#[test]
+fn address_needs_port_and_brackets() {
+    assert_eq!(
+        errors(&vs("").replace("192.0.2.1:80", "192.0.2.1")),
+        "t.toml:5:11: bad address \"192.0.2.1\" for address: missing port, e.g. \"192.0.2.1:80\""
+    );
+    assert_eq!(
+        errors(&vs("").replace("192.0.2.1:80", "2001:db8::1")),
+        "t.toml:5:11: bad address \"2001:db8::1\" for address: missing port; write IPv6 with brackets, e.g. \
+         \"[2001:db8::1]:80\""
+    );
+    assert_eq!(
+        errors(&vs("").replace("192.0.2.1:80", "2001:db8::1:80:x")),
+        "t.toml:5:11: bad address \"2001:db8::1:80:x\" for address: IPv6 addresses need brackets, e.g. \
+         \"[2001:db8::1]:80\""
+    );
+    assert_eq!(
+        errors(&vs("").replace("192.0.2.1:80", "192.0.2.1:http")),
+        "t.toml:5:11: bad address \"192.0.2.1:http\" for address: invalid port \"http\" (expected 0..=65535)"
+    );
+}
+
+#[test]
+fn virtual_server_needs_address_or_fwmark() {
+    assert_eq!(
+        errors(&format!("{G}[[virtual_server]]\nname = \"x\"\n")),
+        "t.toml:3:1: virtual server \"x\" needs either address (\"ip:port\") or fwmark"
+    );
+    assert_eq!(
+        errors(&vs("fwmark = 1\n")),
+        "t.toml:6:10: address and fwmark are exclusive: a virtual server is either an address (with protocol) or a \
+         firewall mark (with family)"
+    );
+}
+
+#[test]
+fn family_and_protocol_belong_to_one_kind() {
+    assert_eq!(
+        errors(&vs("family = \"ipv4\"\n")),
+        "t.toml:6:10: family is only for fwmark services (an address has its own family)"
+    );
+    assert_eq!(
+        errors(&format!("{G}[[virtual_server]]\nname = \"f\"\nfwmark = 1\nprotocol = \"tcp\"\n")),
+        "t.toml:6:12: protocol is only for address services (a fwmark service takes whatever the mark selects)"
+    );
+}
+
+#[test]
+fn fwmark_range() {
+    assert_eq!(
+        errors(&format!(
+            "{G}[[virtual_server]]\nname = \"f\"\nfwmark = 0\n"
+        )),
+        "t.toml:5:10: fwmark 0 out of range 1..=4294967295"
+    );
+}
+
+#[test]
+fn bad_scheduler() {
+    assert_eq!(
+        errors(&vs("scheduler = \"Weighted-RR\"\n")),
+        "t.toml:6:13: bad scheduler \"Weighted-RR\": expected an IPVS scheduler name of 1 to 15 characters a-z, 0-9, \
+         _ (rr, wrr, lc, wlc, sh, dh, mh, ...)"
+    );
+    // Custom modules are fine.
+    ok(&vs("scheduler = \"my_sched2\"\n"));
+}
+
+#[test]
+fn scheduler_flag_for_other_scheduler() {
+    assert_eq!(
+        errors(&vs("scheduler = \"mh\"\nscheduler_flags = [\"mh-port\", \"sh-port\", \"mh-port\", \"port\"]\n")),
+        "t.toml:7:31: scheduler flag \"sh-port\" is only for scheduler \"sh\", not \"mh\"\n\
+         t.toml:7:42: duplicate scheduler flag \"mh-port\"\n\
+         t.toml:7:53: bad scheduler flag \"port\": expected \"sh-fallback\", \"sh-port\", \"mh-fallback\", \"mh-port\", \
+         \"flag-1\", \"flag-2\" or \"flag-3\""
+    );
+}
+
+#[test]
+fn granularity_needs_timeout() {
+    assert_eq!(
+        errors(&vs("persistence_granularity = \"255.255.255.0\"\n")),
+        "t.toml:6:27: persistence_granularity needs persistence_timeout"
+    );
+}
+
+#[test]
+fn granularity_not_contiguous() {
+    assert_eq!(
+        errors(&vs("persistence_timeout = \"360s\"\npersistence_granularity = \"192.0.2.1\"\n")),
+        "t.toml:7:27: persistence_granularity \"192.0.2.1\" is not a contiguous netmask (like \"255.255.255.0\"); the \
+         kernel would AND client addresses with it bit by bit"
+    );
+}
+
+#[test]
+fn granularity_by_family() {
+    assert_eq!(
+        errors(&vs("persistence_timeout = \"360s\"\npersistence_granularity = 24\n")),
+        "t.toml:7:27: persistence_granularity 24 for an IPv4 service: write the netmask, e.g. \"255.255.255.0\""
+    );
+    let v6 = format!(
+        "{G}[[virtual_server]]\nname = \"w\"\naddress = \"[2001:db8::1]:80\"\npersistence_timeout = \"360s\"\n\
+         persistence_granularity = \"255.255.255.0\"\n"
+    );
+    assert_eq!(
+        errors(&v6),
+        "t.toml:7:27: bad persistence_granularity \"255.255.255.0\" for an IPv6 service: expected a prefix length \
+         1..=128, like 64 or \"/64\""
+    );
+}
+
+#[test]
+fn persistence_engine_needs_timeout() {
+    assert_eq!(
+        errors(&vs("persistence_engine = \"sip\"\n")),
+        "t.toml:6:22: persistence_engine needs persistence_timeout"
+    );
+}
+
+#[test]
+fn persistence_timeout_whole_seconds() {
+    assert_eq!(
+        errors(&vs("persistence_timeout = \"1500ms\"\n")),
+        "t.toml:6:23: persistence_timeout \"1500ms\" must be whole seconds"
+    );
+}
+
+#[test]
+fn port_zero_needs_persistence() {
+    assert_eq!(
+        errors(&vs("").replace("192.0.2.1:80", "192.0.2.1:0")),
+        "t.toml:5:11: port 0 (all ports) needs persistence_timeout: IPVS matches port-0 services only for \
+         persistent connections"
+    );
+}
+
+#[test]
+fn one_packet_only_udp() {
+    assert_eq!(
+        errors(&vs("one_packet = true\n")),
+        "t.toml:6:14: one_packet is only for UDP services (the kernel applies one-packet scheduling to UDP only), \
+         not tcp"
+    );
+}
+
+#[test]
+fn tunnel_rules() {
+    assert_eq!(
+        errors(&vs("tunnel = { type = \"ipip\" }\n")),
+        "t.toml:6:10: tunnel is only for forwarding = \"tun\", not \"nat\""
+    );
+    assert_eq!(
+        errors(&vs("forwarding = \"tun\"\ntunnel = { type = \"gue\" }\n")),
+        "t.toml:7:10: tunnel type \"gue\" needs a port (the UDP port of the GUE receiver)"
+    );
+    assert_eq!(
+        errors(&vs(
+            "forwarding = \"tun\"\ntunnel = { type = \"gre\", port = 5555 }\n"
+        )),
+        "t.toml:7:33: tunnel port is only for type \"gue\", not \"gre\""
+    );
+}
+
+#[test]
+fn health_rules() {
+    assert_eq!(
+        errors(&vs("health = { kind = \"icmp\", interval = \"1s\", timeout = \"2s\", rise = 0 }\n")),
+        "t.toml:6:19: bad health kind \"icmp\": expected \"tcp\", \"http\", \"https\" or \"script\"\n\
+         t.toml:6:54: health timeout 2s is longer than interval 1s: a check must finish before the next one starts\n\
+         t.toml:6:67: health rise 0 out of range 1..=4294967295"
+    );
+    assert_eq!(
+        errors(&vs("health = { interval = \"2s\" }\n")),
+        "t.toml:6:10: missing required key \"kind\" in virtual_server.health"
+    );
+    assert_eq!(
+        errors(&vs("health = { kind = \"tcp\", interval = \"0s\" }\n")),
+        "t.toml:6:37: health interval must be greater than 0"
+    );
+}
+
+#[test]
+fn health_needs_port_for_port_zero_real_servers() {
+    let t = format!(
+        "{G}[[virtual_server]]\nname = \"f\"\nfwmark = 7\nhealth = {{ kind = \"tcp\" }}\n\
+         [[virtual_server.real_server]]\naddress = \"10.0.0.1:0\"\n[[virtual_server.real_server]]\naddress = \"10.0.0.2:0\"\n"
+    );
+    assert_eq!(
+        errors(&t),
+        "t.toml:6:10: health of virtual server \"f\" needs a port: real server 10.0.0.1:0 has port 0, so there is no \
+         port to check"
+    );
+}
+
+#[test]
+fn weight_out_of_range() {
+    assert_eq!(
+        errors(&vs(
+            "[[virtual_server.real_server]]\naddress = \"10.0.0.1:80\"\nweight = 70000\n"
+        )),
+        "t.toml:8:10: weight 70000 out of range 0..=65535"
+    );
+}
+
+#[test]
+fn real_server_family() {
+    assert_eq!(
+        errors(&vs(
+            "[[virtual_server.real_server]]\naddress = \"[2001:db8::1]:80\"\n"
+        )),
+        "t.toml:7:11: real server 2001:db8::1 is IPv6 but virtual server \"web\" is IPv4"
+    );
+    // fwmark services: the family key decides.
+    assert_eq!(
+        errors(&format!(
+            "{G}[[virtual_server]]\nname = \"f\"\nfwmark = 7\nfamily = \"ipv6\"\n\
+             [[virtual_server.real_server]]\naddress = \"10.0.0.1:0\"\n"
+        )),
+        "t.toml:8:11: real server 10.0.0.1 is IPv4 but virtual server \"f\" is IPv6"
+    );
+    // ...except over tunnels, which the kernel supports across families.
+    ok(&vs(
+        "[[virtual_server.real_server]]\naddress = \"[2001:db8::1]:80\"\nforwarding = \"tun\"\n",
+    ));
+}
+
+#[test]
+fn dr_cannot_change_port() {
+    assert_eq!(
+        errors(&vs("forwarding = \"dr\"\n[[virtual_server.real_server]]\naddress = \"10.0.0.1:8080\"\n")),
+        "t.toml:8:11: real server 10.0.0.1:8080 uses dr forwarding, which cannot change the destination port: its \
+         port must be 80 like virtual server \"web\" (ipvsadm would silently use 80)"
+    );
+    // NAT may; a port-0 (or fwmark) service accepts any port with dr.
+    ok(&vs(
+        "[[virtual_server.real_server]]\naddress = \"10.0.0.1:8080\"\n",
+    ));
+    ok(&format!(
+        "{G}[[virtual_server]]\nname = \"f\"\nfwmark = 7\nforwarding = \"dr\"\n\
+         [[virtual_server.real_server]]\naddress = \"10.0.0.1:8080\"\n"
+    ));
+}
+
+#[test]
+fn duplicate_real_server() {
+    assert_eq!(
+        errors(&vs(
+            "[[virtual_server.real_server]]\naddress = \"10.0.0.1:80\"\n[[virtual_server.real_server]]\naddress = \"10.0.0.1:80\"\n"
+        )),
+        "t.toml:9:11: duplicate real server 10.0.0.1:80 in virtual server \"web\" (first at line 7)"
+    );
+}
+
+#[test]
+fn thresholds() {
+    assert_eq!(
+        errors(&vs(
+            "[[virtual_server.real_server]]\naddress = \"10.0.0.1:80\"\nupper_threshold = 50\nlower_threshold = 100\n"
+        )),
+        "t.toml:9:19: lower_threshold 100 is above upper_threshold 50"
+    );
+}
+
+#[test]
+fn duplicate_virtual_servers() {
+    let t = format!(
+        "{G}{VS}[[virtual_server]]\nname = \"web\"\naddress = \"192.0.2.1:80\"\n\
+         [[virtual_server]]\nname = \"m1\"\nfwmark = 5\n[[virtual_server]]\nname = \"m2\"\nfwmark = 5\n\
+         [[virtual_server]]\nname = \"m3\"\nfwmark = 5\nfamily = \"ipv6\"\n\
+         [[virtual_server]]\nname = \"u\"\naddress = \"192.0.2.1:80\"\nprotocol = \"udp\"\n"
+    );
+    assert_eq!(
+        errors(&t),
+        "t.toml:7:8: duplicate virtual server name \"web\" (first at line 3)\n\
+         t.toml:8:11: virtual server \"web\" duplicates TCP 192.0.2.1:80 of virtual server \"web\" (line 3)\n\
+         t.toml:14:10: virtual server \"m2\" duplicates FWM 5 of virtual server \"m1\" (line 9)"
+    );
+}
+
+// ----------------------------------------------------- phase 2: snat, ctsync
+
+#[test]
+fn snat_family() {
+    assert_eq!(
+        errors(&format!(
+            "{G}[[snat]]\nmatch_vip = \"192.0.2.1\"\nto_source = \"2001:db8::1\"\n"
+        )),
+        "t.toml:5:13: to_source 2001:db8::1 is IPv6 but match_vip 192.0.2.1 is IPv4"
+    );
+}
+
+#[test]
+fn ctsync_rules() {
+    assert_eq!(
+        errors(&format!(
+            "{G}[ctsync]\nlocal = \"10.0.0.1:3780\"\npeer = \"[2001:db8::2]:3780\"\n"
+        )),
+        "t.toml:3:1: missing required key \"key_file\" in [ctsync]\n\
+         t.toml:5:8: peer [2001:db8::2]:3780 is IPv6 but local 10.0.0.1:3780 is IPv4"
+    );
+    assert_eq!(
+        errors(&format!("{G}[ctsync]\nlocal = \"10.0.0.1:3780\"\npeer = \"10.0.0.1:3781\"\nkey_file = \"k\"\n")),
+        "t.toml:5:8: peer 10.0.0.1:3781 is the same host as local 10.0.0.1:3780: peer is the other box of the pair"
+    );
+}
+
+// ------------------------------------------------------------- collection
+
+#[test]
+fn reports_all_independent_errors_in_order() {
+    let t = "[global]\nrouter_id = \"lb\"\nreconcile_interval = \"10ms\"\n\
+         [[virtual_server]]\nname = \"web\"\naddress = \"192.0.2.1:80\"\nscheduler_flags = [\"sh-port\"]\n\
+         [[virtual_server.real_server]]\naddress = \"10.0.0.1:80\"\nweight = -1\n";
+    assert_eq!(
+        errors(t),
+        "t.toml:3:22: reconcile_interval \"10ms\" is too short: the minimum is 100ms\n\
+         t.toml:7:20: scheduler flag \"sh-port\" is only for scheduler \"sh\", not \"wlc\"\n\
+         t.toml:10:10: weight -1 out of range 0..=65535"
+    );
+    assert_eq!(parse(t, "t.toml").unwrap_err().len(), 3);
+}
+
+#[test]
+fn errors_are_sorted_by_position() {
+    // Found in pass order (global, vrrp, ..., ctsync) but printed by position.
+    let t = "[ctsync]\nlocal = \"x\"\n[global]\nrouter_id = \"\"\n";
+    assert_eq!(
+        errors(t),
+        "t.toml:1:1: missing required key \"peer\" in [ctsync]\n\
+         t.toml:1:1: missing required key \"key_file\" in [ctsync]\n\
+         t.toml:2:9: bad address \"x\" for local: expected \"ip:port\"\n\
+         t.toml:4:13: router_id must not be empty"
+    );
+}
+
+#[test]
+fn columns_count_characters() {
+    // "é" is two bytes; the column is the character position.
+    assert_eq!(
+        errors("# café\n[global]\nrouter_id = \"lb\"\ndataplane = \"é\"\n"),
+        "t.toml:4:13: bad dataplane \"é\": expected \"auto\", \"ipvs\" or \"nftables\""
+    );
+    assert_eq!(
+        errors("[global]\nrouter_id = \"é\" ; x\n"),
+        "t.toml:2:17: TOML syntax error: unexpected key or value, expected newline, '#'"
+    );
+}
+
+#[test]
+fn deep_nesting_is_an_error_not_a_crash() {
+    for t in [
+        format!("a = {}{}\n", "[".repeat(100_000), "]".repeat(100_000)),
+        format!("a = {}1{}\n", "{b=".repeat(100_000), "}".repeat(100_000)),
+        format!("[{}a]\nx = 1\n", "a.".repeat(100_000)),
+    ] {
+        assert!(parse(&t, "t.toml").is_err());
+    }
+}
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Fragments that steer random input into both phases.
+    fn fragment() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("[global]\nrouter_id = \"x\"\n".to_string()),
+            Just("[[virtual_server]]\n".to_string()),
+            Just("[[virtual_server.real_server]]\n".to_string()),
+            Just("[[vrrp_instance]]\n".to_string()),
+            Just("[[sync_group]]\n".to_string()),
+            Just("[ctsync]\n".to_string()),
+            Just("[[snat]]\n".to_string()),
+            "(name|address|fwmark|family|protocol|scheduler|scheduler_flags|persistence_timeout|persistence_granularity|forwarding|weight|vrid|priority|version|advert_interval|virtual_ipaddresses|unicast_peers|instances|tunnel|health|local|peer|match_vip|to_source) = (\"[0-9a-z:./\\[\\] -]{0,20}\"|-?[0-9]{1,12}|true|\\[\"[0-9a-f.:/]{0,16}\"\\]|\\{ (kind|type|port|interval) = \"[a-z0-9]{0,5}\" \\})\n",
+            any::<String>(),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn arbitrary_text_never_panics(s in any::<String>()) {
+            let _ = parse(&s, "f.toml");
+        }
+
+        #[test]
+        fn configish_text_never_panics(parts in proptest::collection::vec(fragment(), 0..12)) {
+            let text = parts.concat();
+            if let Err(e) = parse(&text, "f.toml") {
+                // Every error has a real position and is printable.
+                for err in e.errors() {
+                    prop_assert!(err.line >= 1 && err.col >= 1);
+                }
+                prop_assert!(!e.to_string().is_empty());
+            }
+        }
+    }
+}
+
+#[test]
+fn integer_too_large_for_toml() {
+    assert_eq!(
+        errors(&vs("[[virtual_server.real_server]]\naddress = \"10.0.0.1:80\"\nweight = 99999999999999999999\n")),
+        "t.toml:8:10: integer 99999999999999999999 for \"weight\" is too large"
+    );
+}
+
+#[test]
+fn table_instead_of_array_of_tables() {
+    assert_eq!(
+        errors(&format!("{G}[virtual_server]\nname = \"x\"\n")),
+        "t.toml:3:1: invalid type: expected an array of tables for \"virtual_server\", found a table (write \
+         [[virtual_server]] for each entry)"
+    );
+}
+
+#[test]
+fn datetime_is_not_a_duration() {
+    assert_eq!(
+        errors(&vs("persistence_timeout = 1979-05-27\n")),
+        "t.toml:6:23: invalid type: expected a duration string like \"1s\" for \"persistence_timeout\", found \
+         datetime 1979-05-27"
+    );
+}
+
+#[test]
+fn persistence_timeout_zero() {
+    assert_eq!(
+        errors(&vs("persistence_timeout = \"0s\"\n")),
+        "t.toml:6:23: persistence_timeout \"0s\" is too short: the minimum is 1s"
+    );
+}
+
+#[test]
+fn array_where_a_table_belongs() {
+    assert_eq!(
+        errors("[[global]]\nrouter_id = \"x\"\n"),
+        "t.toml:1:1: invalid type: expected a table for \"global\", found an array (write [global], not \
+         [[global]])"
+    );
+    assert_eq!(
+        errors(&vs("health = [\"tcp\"]\n")),
+        "t.toml:6:10: invalid type: expected a table for \"health\", found an array"
+    );
+    assert_eq!(
+        errors(&format!("{G}[[vrrp_instance]]\ntrack_interfaces = [\"eth0\"]\n")),
+        "t.toml:4:21: invalid type: expected a table for each \"track_interfaces\" entry, found string \"eth0\""
+    );
+}

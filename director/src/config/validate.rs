@@ -1,0 +1,1244 @@
+//! Phase two: the semantic pass. Walks the raw (spanned) structs, checks
+//! every value and every cross-reference, and collects *all* errors, each at
+//! the span of the value at fault (or of the table header when something is
+//! missing). Only when no error was found is the typed [`Config`] returned.
+
+use super::raw::*;
+use super::types::*;
+use crate::model::{
+    svc_flags, Family, Forward, Protocol, ServiceKey, Timeouts, Tunnel, TunnelCsum, TunnelType,
+};
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::ops::Range;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Collected semantic errors: byte span and message.
+pub(crate) type Errors = Vec<(Range<usize>, String)>;
+
+struct Ctx<'a> {
+    text: &'a str,
+    errs: Errors,
+}
+
+impl Ctx<'_> {
+    fn err(&mut self, span: Range<usize>, msg: impl Into<String>) {
+        self.errs.push((span, msg.into()));
+    }
+
+    /// 1-based line of a byte offset, for "first at line N" references.
+    fn line(&self, span: &Range<usize>) -> usize {
+        let end = span.start.min(self.text.len());
+        self.text.as_bytes()[..end]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1
+    }
+
+    /// The header as written (`[[virtual_server]]`), or `fallback` for an
+    /// inline table.
+    fn table_name(&self, span: &Range<usize>, fallback: &str) -> String {
+        match self.text.get(span.clone()) {
+            Some(h) if h.starts_with('[') => h.chars().filter(|c| !c.is_whitespace()).collect(),
+            _ => fallback.to_string(),
+        }
+    }
+
+    fn require<'v, T>(
+        &mut self,
+        v: &'v Opt<T>,
+        header: &Range<usize>,
+        table: &str,
+        key: &str,
+    ) -> Option<&'v S<T>> {
+        if v.is_none() {
+            self.err(
+                header.clone(),
+                format!("missing required key \"{key}\" in {table}"),
+            );
+        }
+        v.as_ref()
+    }
+
+    fn nonempty(&mut self, v: &S<String>, key: &str) -> Option<String> {
+        if v.get_ref().trim().is_empty() {
+            self.err(v.span(), format!("{key} must not be empty"));
+            None
+        } else {
+            Some(v.get_ref().clone())
+        }
+    }
+
+    fn int(&mut self, v: &S<i64>, key: &str, lo: i64, hi: i64) -> Option<i64> {
+        let n = *v.get_ref();
+        if n < lo || n > hi {
+            self.err(v.span(), format!("{key} {n} out of range {lo}..={hi}"));
+            None
+        } else {
+            Some(n)
+        }
+    }
+
+    fn choice(&mut self, v: &S<String>, key: &str, options: &[&str]) -> Option<usize> {
+        let s = v.get_ref();
+        if let Some(i) = options.iter().position(|o| o == s) {
+            return Some(i);
+        }
+        let hint = if options.iter().any(|o| o.eq_ignore_ascii_case(s)) {
+            " (values are lowercase)"
+        } else {
+            ""
+        };
+        self.err(
+            v.span(),
+            format!("bad {key} \"{s}\": expected {}{hint}", one_of(options)),
+        );
+        None
+    }
+
+    fn duration(&mut self, v: &S<RawDuration>, key: &str) -> Option<Duration> {
+        let s = &v.get_ref().0;
+        match humantime::parse_duration(s.trim()) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.err(v.span(), format!("invalid duration \"{s}\" for {key}: {e}"));
+                None
+            }
+        }
+    }
+
+    /// A duration that must be whole seconds in `lo..=hi`.
+    fn whole_secs(&mut self, v: &S<RawDuration>, key: &str, lo: u64, hi: u64) -> Option<u32> {
+        let d = self.duration(v, key)?;
+        let s = &v.get_ref().0;
+        if d.subsec_nanos() != 0 {
+            self.err(v.span(), format!("{key} \"{s}\" must be whole seconds"));
+            return None;
+        }
+        let secs = d.as_secs();
+        if secs < lo {
+            self.err(
+                v.span(),
+                format!("{key} \"{s}\" is too short: the minimum is {lo}s"),
+            );
+            return None;
+        }
+        if secs > hi {
+            self.err(
+                v.span(),
+                format!("{key} \"{s}\" is too long: the maximum is {hi}s"),
+            );
+            return None;
+        }
+        u32::try_from(secs).ok()
+    }
+
+    fn ip(&mut self, v: &S<String>, key: &str) -> Option<IpAddr> {
+        match v.get_ref().parse::<IpAddr>() {
+            Ok(ip) => Some(ip),
+            Err(_) => {
+                self.err(
+                    v.span(),
+                    format!(
+                        "bad address \"{}\" for {key}: invalid IP address",
+                        v.get_ref()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn sockaddr(&mut self, v: &S<String>, key: &str) -> Option<SocketAddr> {
+        match parse_sockaddr(v.get_ref()) {
+            Ok(a) => Some(a),
+            Err(why) => {
+                self.err(
+                    v.span(),
+                    format!("bad address \"{}\" for {key}: {why}", v.get_ref()),
+                );
+                None
+            }
+        }
+    }
+}
+
+/// `"a"`, `"a" or "b"`, `"a", "b" or "c"`.
+fn one_of(options: &[&str]) -> String {
+    let q: Vec<String> = options.iter().map(|o| format!("\"{o}\"")).collect();
+    match q.split_last() {
+        None => String::new(),
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+    }
+}
+
+fn family_name(f: Family) -> &'static str {
+    match f {
+        Family::V4 => "IPv4",
+        Family::V6 => "IPv6",
+    }
+}
+
+/// `ip:port`, IPv6 as `[ip]:port`. Our own parser (not `SocketAddr`'s) so the
+/// message says which part is wrong.
+pub(crate) fn parse_sockaddr(s: &str) -> Result<SocketAddr, String> {
+    let (ip, port) = if let Some(rest) = s.strip_prefix('[') {
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or("missing \"]\" after the IPv6 address")?;
+        let ip: Ipv6Addr = host
+            .parse()
+            .map_err(|_| "invalid IPv6 address".to_string())?;
+        let port = after
+            .strip_prefix(':')
+            .ok_or("missing \":port\" after \"]\"")?;
+        (IpAddr::V6(ip), port)
+    } else {
+        if s.parse::<Ipv6Addr>().is_ok() {
+            return Err(format!(
+                "missing port; write IPv6 with brackets, e.g. \"[{s}]:80\""
+            ));
+        }
+        if s.parse::<Ipv4Addr>().is_ok() {
+            return Err(format!("missing port, e.g. \"{s}:80\""));
+        }
+        let (host, port) = s.rsplit_once(':').ok_or("expected \"ip:port\"")?;
+        if host.contains(':') {
+            return Err("IPv6 addresses need brackets, e.g. \"[2001:db8::1]:80\"".to_string());
+        }
+        let ip: Ipv4Addr = host.parse().map_err(|_| "invalid IP address".to_string())?;
+        (IpAddr::V4(ip), port)
+    };
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("invalid port \"{port}\" (expected 0..=65535)"))?;
+    Ok(SocketAddr::new(ip, port))
+}
+
+/// `ip/prefix` or a bare ip (host route).
+fn parse_prefix(s: &str) -> Result<(IpAddr, u8), String> {
+    let (ip_s, len_s) = match s.split_once('/') {
+        Some((a, b)) => (a, Some(b)),
+        None => (s, None),
+    };
+    let ip: IpAddr = ip_s.parse().map_err(|_| "invalid IP address".to_string())?;
+    let max = match ip {
+        IpAddr::V4(_) => 32,
+        IpAddr::V6(_) => 128,
+    };
+    let len = match len_s {
+        None => max,
+        Some(l) => match l.parse::<u8>() {
+            Ok(n) if n <= max => n,
+            _ => {
+                return Err(format!(
+                    "invalid prefix length \"{l}\" (expected 0..={max})"
+                ))
+            }
+        },
+    };
+    Ok((ip, len))
+}
+
+const DATAPLANES: &[&str] = &["auto", "ipvs", "nftables"];
+const PROTOCOLS: &[&str] = &["tcp", "udp", "sctp"];
+const FAMILIES: &[&str] = &["ipv4", "ipv6"];
+const FORWARDINGS: &[&str] = &["nat", "dr", "tun"];
+const TUNNEL_TYPES: &[&str] = &["ipip", "gue", "gre"];
+const TUNNEL_CSUMS: &[&str] = &["nocsum", "csum", "remcsum"];
+const HEALTH_KINDS: &[&str] = &["tcp", "http", "https", "script"];
+const SCHED_FLAGS: &[&str] = &[
+    "sh-fallback",
+    "sh-port",
+    "mh-fallback",
+    "mh-port",
+    "flag-1",
+    "flag-2",
+    "flag-3",
+];
+
+fn forward_of(i: usize) -> Forward {
+    match i {
+        0 => Forward::Masq,
+        1 => Forward::Route,
+        _ => Forward::Tunnel,
+    }
+}
+
+fn protocol_word(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Tcp => "tcp",
+        Protocol::Udp => "udp",
+        Protocol::Sctp => "sctp",
+    }
+}
+
+fn forward_word(f: Forward) -> &'static str {
+    match f {
+        Forward::Masq => "nat",
+        Forward::Route => "dr",
+        Forward::Tunnel => "tun",
+        Forward::Local => "local",
+        Forward::Bypass => "bypass",
+    }
+}
+
+/// Run the semantic pass.
+pub(crate) fn validate(text: &str, raw: &RawConfig) -> Result<Config, Errors> {
+    let mut cx = Ctx {
+        text,
+        errs: Vec::new(),
+    };
+    let global = global(&mut cx, raw.global.as_ref());
+    let vrrp_instances = vrrp(&mut cx, raw.vrrp_instance.as_deref().unwrap_or(&[]));
+    let sync_groups = sync_groups(
+        &mut cx,
+        raw.sync_group.as_deref().unwrap_or(&[]),
+        raw.vrrp_instance.as_deref().unwrap_or(&[]),
+    );
+    let virtual_servers = virtual_servers(&mut cx, raw.virtual_server.as_deref().unwrap_or(&[]));
+    let snat = snats(&mut cx, raw.snat.as_deref().unwrap_or(&[]));
+    let ctsync = raw.ctsync.as_ref().and_then(|c| ctsync(&mut cx, c));
+    if !cx.errs.is_empty() {
+        return Err(cx.errs);
+    }
+    Ok(Config {
+        global,
+        vrrp_instances,
+        sync_groups,
+        virtual_servers,
+        snat,
+        ctsync,
+    })
+}
+
+fn global(cx: &mut Ctx<'_>, g: Option<&S<RawGlobal>>) -> Global {
+    let mut out = Global {
+        router_id: String::new(),
+        control_socket: PathBuf::from("/run/director/director.sock"),
+        metrics_listen: None,
+        dataplane: DataplaneChoice::Auto,
+        ipvs_exclusive: false,
+        reconcile_interval: Duration::from_secs(5),
+        ipvs_timeouts: None,
+    };
+    let Some(g) = g else {
+        cx.err(0..0, "missing [global] table (it needs at least router_id)");
+        return out;
+    };
+    let h = g.span();
+    let table = cx.table_name(&h, "global");
+    let r = g.get_ref();
+    if let Some(v) = cx.require(&r.router_id, &h, &table, "router_id") {
+        if let Some(s) = cx.nonempty(v, "router_id") {
+            out.router_id = s;
+        }
+    }
+    if let Some(v) = &r.control_socket {
+        if let Some(s) = cx.nonempty(v, "control_socket") {
+            out.control_socket = PathBuf::from(s);
+        }
+    }
+    if let Some(v) = &r.metrics_listen {
+        out.metrics_listen = cx.sockaddr(v, "metrics_listen");
+    }
+    if let Some(v) = &r.dataplane {
+        if let Some(i) = cx.choice(v, "dataplane", DATAPLANES) {
+            out.dataplane = [
+                DataplaneChoice::Auto,
+                DataplaneChoice::Ipvs,
+                DataplaneChoice::Nftables,
+            ][i];
+        }
+    }
+    if let Some(v) = &r.ipvs_exclusive {
+        out.ipvs_exclusive = *v.get_ref();
+    }
+    if let Some(v) = &r.reconcile_interval {
+        if let Some(d) = cx.duration(v, "reconcile_interval") {
+            if d < Duration::from_millis(100) {
+                cx.err(
+                    v.span(),
+                    format!(
+                        "reconcile_interval \"{}\" is too short: the minimum is 100ms",
+                        v.get_ref().0
+                    ),
+                );
+            } else {
+                out.reconcile_interval = d;
+            }
+        }
+    }
+    if let Some(t) = &r.ipvs_timeouts {
+        let t = t.get_ref();
+        let mut to = Timeouts::default();
+        let max = u64::from(u32::MAX);
+        if let Some(v) = &t.tcp {
+            to.tcp = cx.whole_secs(v, "ipvs_timeouts.tcp", 1, max).unwrap_or(0);
+        }
+        if let Some(v) = &t.tcp_fin {
+            to.tcp_fin = cx
+                .whole_secs(v, "ipvs_timeouts.tcp_fin", 1, max)
+                .unwrap_or(0);
+        }
+        if let Some(v) = &t.udp {
+            to.udp = cx.whole_secs(v, "ipvs_timeouts.udp", 1, max).unwrap_or(0);
+        }
+        out.ipvs_timeouts = Some(to);
+    }
+    out
+}
+
+fn vrrp(cx: &mut Ctx<'_>, raws: &[S<RawVrrp>]) -> Vec<VrrpInstance> {
+    let mut out = Vec::new();
+    let mut names: HashMap<String, usize> = HashMap::new();
+    let mut vrids: HashMap<(String, Family, u8), (String, usize)> = HashMap::new();
+    let mut vips: HashMap<IpAddr, (String, usize)> = HashMap::new();
+    for inst in raws {
+        let h = inst.span();
+        let table = cx.table_name(&h, "vrrp_instance");
+        let r = inst.get_ref();
+        let name = cx
+            .require(&r.name, &h, &table, "name")
+            .and_then(|v| cx.nonempty(v, "name"));
+        if let (Some(n), Some(v)) = (&name, &r.name) {
+            if let Some(line) = names.get(n) {
+                cx.err(
+                    v.span(),
+                    format!("duplicate vrrp_instance name \"{n}\" (first at line {line})"),
+                );
+            } else {
+                let line = cx.line(&h);
+                names.insert(n.clone(), line);
+            }
+        }
+        let label = name.clone().unwrap_or_default();
+        let interface = cx
+            .require(&r.interface, &h, &table, "interface")
+            .and_then(|v| cx.nonempty(v, "interface"));
+        let vrid = cx
+            .require(&r.vrid, &h, &table, "vrid")
+            .and_then(|v| cx.int(v, "vrid", 1, 255));
+        let priority = cx
+            .require(&r.priority, &h, &table, "priority")
+            .and_then(|v| cx.int(v, "priority", 1, 255));
+        let version = match &r.version {
+            None => Some(3u8),
+            Some(v) => match *v.get_ref() {
+                2 => Some(2),
+                3 => Some(3),
+                n => {
+                    cx.err(
+                        v.span(),
+                        format!("version {n} is not a VRRP version: expected 2 or 3"),
+                    );
+                    None
+                }
+            },
+        };
+        let advert = match &r.advert_interval {
+            None => Some(Duration::from_secs(1)),
+            Some(v) => cx.duration(v, "advert_interval").and_then(|d| {
+                let s = &v.get_ref().0;
+                match version {
+                    Some(2) if d.subsec_nanos() != 0 || !(1..=255).contains(&d.as_secs()) => {
+                        cx.err(v.span(), format!("advert_interval \"{s}\" is not valid for VRRP version 2: expected whole seconds 1s..=255s"));
+                        None
+                    }
+                    Some(3) if d.as_nanos() % 10_000_000 != 0 || !(1..=4095).contains(&(d.as_millis() / 10)) => {
+                        cx.err(v.span(), format!("advert_interval \"{s}\" is not valid for VRRP version 3: expected a multiple of 10ms in 10ms..=40.95s"));
+                        None
+                    }
+                    _ => Some(d),
+                }
+            }),
+        };
+        let preempt = r.preempt.as_ref().map(|v| *v.get_ref()).unwrap_or(true);
+        let preempt_delay = match &r.preempt_delay {
+            None => Some(Duration::ZERO),
+            Some(v) => cx.duration(v, "preempt_delay"),
+        };
+
+        // Virtual IPs: one family per instance (a VRRP instance advertises
+        // over IPv4 or IPv6, RFC 5798 section 5.2.9).
+        let mut family: Option<Family> = None;
+        let mut addrs = Vec::new();
+        match cx.require(&r.virtual_ipaddresses, &h, &table, "virtual_ipaddresses") {
+            Some(list) if list.get_ref().is_empty() => {
+                cx.err(list.span(), "virtual_ipaddresses must not be empty");
+            }
+            Some(list) => {
+                for v in list.get_ref() {
+                    match parse_prefix(v.get_ref()) {
+                        Err(why) => cx.err(
+                            v.span(),
+                            format!(
+                                "bad address \"{}\" for virtual_ipaddresses: {why}",
+                                v.get_ref()
+                            ),
+                        ),
+                        Ok((ip, len)) => {
+                            let f = Family::of(&ip);
+                            match family {
+                                None => family = Some(f),
+                                Some(first) if first != f => {
+                                    cx.err(v.span(), format!("virtual IP {ip} is {} but vrrp_instance \"{label}\" is {} (one instance carries one address family)", family_name(f), family_name(first)));
+                                    continue;
+                                }
+                                _ => {}
+                            }
+                            if f == Family::V6 && version == Some(2) {
+                                cx.err(v.span(), format!("virtual IP {ip} is IPv6 but VRRP version 2 is IPv4-only (RFC 3768); use version = 3"));
+                            }
+                            if let Some((other, line)) = vips.get(&ip) {
+                                cx.err(v.span(), format!("virtual IP {ip} is already in vrrp_instance \"{other}\" (line {line})"));
+                            } else {
+                                let line = cx.line(&v.span());
+                                vips.insert(ip, (label.clone(), line));
+                            }
+                            addrs.push((ip, len));
+                        }
+                    }
+                }
+            }
+            None => {}
+        }
+
+        let mut peers = Vec::new();
+        if let Some(list) = &r.unicast_peers {
+            for v in list.get_ref() {
+                if let Some(ip) = cx.ip(v, "unicast_peers") {
+                    if let Some(f) = family {
+                        if Family::of(&ip) != f {
+                            cx.err(
+                                v.span(),
+                                format!(
+                                    "unicast peer {ip} is {} but vrrp_instance \"{label}\" is {}",
+                                    family_name(Family::of(&ip)),
+                                    family_name(f)
+                                ),
+                            );
+                            continue;
+                        }
+                    }
+                    peers.push(ip);
+                }
+            }
+        }
+
+        let mut tracks = Vec::new();
+        if let Some(list) = &r.track_interfaces {
+            for t in list.get_ref() {
+                let th = t.span();
+                let tr = t.get_ref();
+                let tname = cx
+                    .require(&tr.name, &th, "vrrp_instance.track_interfaces", "name")
+                    .and_then(|v| cx.nonempty(v, "track_interfaces name"));
+                let weight = match &tr.weight {
+                    None => Some(0),
+                    Some(v) => cx.int(v, "track_interfaces weight", -254, 254),
+                };
+                if let (Some(name), Some(weight)) = (tname, weight) {
+                    tracks.push(TrackInterface {
+                        name,
+                        weight: weight as i32,
+                    });
+                }
+            }
+        }
+
+        if let (Some(ifc), Some(f), Some(id), Some(v)) = (&interface, family, vrid, &r.vrid) {
+            let key = (ifc.clone(), f, id as u8);
+            if let Some((other, line)) = vrids.get(&key) {
+                cx.err(v.span(), format!("vrid {id} on {ifc} ({}) is already used by vrrp_instance \"{other}\" (line {line})", family_name(f)));
+            } else {
+                let line = cx.line(&v.span());
+                vrids.insert(key, (label.clone(), line));
+            }
+        }
+
+        if let (
+            Some(name),
+            Some(interface),
+            Some(vrid),
+            Some(priority),
+            Some(version),
+            Some(advert_interval),
+            Some(preempt_delay),
+        ) = (
+            name,
+            interface,
+            vrid,
+            priority,
+            version,
+            advert,
+            preempt_delay,
+        ) {
+            out.push(VrrpInstance {
+                name,
+                interface,
+                vrid: vrid as u8,
+                priority: priority as u8,
+                advert_interval,
+                version,
+                preempt,
+                preempt_delay,
+                unicast_peers: peers,
+                virtual_ipaddresses: addrs,
+                track_interfaces: tracks,
+            });
+        }
+    }
+    out
+}
+
+fn sync_groups(
+    cx: &mut Ctx<'_>,
+    raws: &[S<RawSyncGroup>],
+    instances: &[S<RawVrrp>],
+) -> Vec<SyncGroup> {
+    let known: Vec<&str> = instances
+        .iter()
+        .filter_map(|i| i.get_ref().name.as_ref().map(|n| n.get_ref().as_str()))
+        .collect();
+    let mut out = Vec::new();
+    let mut names: HashMap<String, usize> = HashMap::new();
+    let mut member_of: HashMap<String, (String, usize)> = HashMap::new();
+    for g in raws {
+        let h = g.span();
+        let table = cx.table_name(&h, "sync_group");
+        let r = g.get_ref();
+        let name = cx
+            .require(&r.name, &h, &table, "name")
+            .and_then(|v| cx.nonempty(v, "name"));
+        if let (Some(n), Some(v)) = (&name, &r.name) {
+            if let Some(line) = names.get(n) {
+                cx.err(
+                    v.span(),
+                    format!("duplicate sync_group name \"{n}\" (first at line {line})"),
+                );
+            } else {
+                let line = cx.line(&h);
+                names.insert(n.clone(), line);
+            }
+        }
+        let label = name.clone().unwrap_or_default();
+        let mut members = Vec::new();
+        match cx.require(&r.instances, &h, &table, "instances") {
+            Some(list) if list.get_ref().is_empty() => {
+                cx.err(list.span(), "instances must not be empty")
+            }
+            Some(list) => {
+                for v in list.get_ref() {
+                    let i = v.get_ref();
+                    if !known.contains(&i.as_str()) {
+                        cx.err(v.span(), format!("sync_group \"{label}\" names vrrp_instance \"{i}\", which does not exist"));
+                        continue;
+                    }
+                    if let Some((other, line)) = member_of.get(i) {
+                        cx.err(v.span(), format!("vrrp_instance \"{i}\" is already in sync_group \"{other}\" (line {line}); an instance can be in one group only"));
+                        continue;
+                    }
+                    let line = cx.line(&v.span());
+                    member_of.insert(i.clone(), (label.clone(), line));
+                    members.push(i.clone());
+                }
+            }
+            None => {}
+        }
+        if let Some(name) = name {
+            out.push(SyncGroup {
+                name,
+                instances: members,
+            });
+        }
+    }
+    out
+}
+
+fn tunnel(cx: &mut Ctx<'_>, t: &S<RawTunnel>) -> Option<Tunnel> {
+    let h = t.span();
+    let r = t.get_ref();
+    let kind = match &r.kind {
+        None => Some(TunnelType::Ipip),
+        Some(v) => cx
+            .choice(v, "tunnel type", TUNNEL_TYPES)
+            .map(|i| [TunnelType::Ipip, TunnelType::Gue, TunnelType::Gre][i]),
+    };
+    let csum = match &r.csum {
+        None => Some(TunnelCsum::NoCsum),
+        Some(v) => cx
+            .choice(v, "tunnel csum", TUNNEL_CSUMS)
+            .map(|i| [TunnelCsum::NoCsum, TunnelCsum::Csum, TunnelCsum::RemCsum][i]),
+    };
+    let port = match (kind, &r.port) {
+        (Some(TunnelType::Gue), None) => {
+            cx.err(
+                h,
+                "tunnel type \"gue\" needs a port (the UDP port of the GUE receiver)",
+            );
+            None
+        }
+        (Some(TunnelType::Gue), Some(v)) => cx.int(v, "tunnel port", 1, 65535).map(|p| p as u16),
+        (Some(k), Some(v)) => {
+            let k = TUNNEL_TYPES[k.code() as usize];
+            cx.err(
+                v.span(),
+                format!("tunnel port is only for type \"gue\", not \"{k}\""),
+            );
+            None
+        }
+        (_, _) => Some(0),
+    };
+    Some(Tunnel {
+        kind: kind?,
+        port: port?,
+        csum: csum?,
+    })
+}
+
+fn health(cx: &mut Ctx<'_>, hs: &S<RawHealth>) -> Option<HealthSpec> {
+    let h = hs.span();
+    let table = cx.table_name(&h, "virtual_server.health");
+    let r = hs.get_ref();
+    let kind = cx
+        .require(&r.kind, &h, &table, "kind")
+        .and_then(|v| cx.choice(v, "health kind", HEALTH_KINDS));
+    let kind = kind.map(|i| {
+        [
+            HealthKind::Tcp,
+            HealthKind::Http,
+            HealthKind::Https,
+            HealthKind::Script,
+        ][i]
+    });
+    let positive =
+        |cx: &mut Ctx<'_>, v: &Opt<RawDuration>, key: &str, default: u64| -> Option<Duration> {
+            match v {
+                None => Some(Duration::from_secs(default)),
+                Some(v) => {
+                    let d = cx.duration(v, key)?;
+                    if d.is_zero() {
+                        cx.err(v.span(), format!("{key} must be greater than 0"));
+                        return None;
+                    }
+                    Some(d)
+                }
+            }
+        };
+    let interval = positive(cx, &r.interval, "health interval", 2);
+    let timeout = positive(cx, &r.timeout, "health timeout", 1);
+    if let (Some(i), Some(t)) = (interval, timeout) {
+        if t > i {
+            let span = r.timeout.as_ref().map(|v| v.span()).unwrap_or(h.clone());
+            cx.err(span, format!("health timeout {} is longer than interval {}: a check must finish before the next one starts", humantime::format_duration(t), humantime::format_duration(i)));
+        }
+    }
+    let max = i64::from(u32::MAX);
+    let rise = match &r.rise {
+        None => Some(2),
+        Some(v) => cx.int(v, "health rise", 1, max),
+    };
+    let fall = match &r.fall {
+        None => Some(3),
+        Some(v) => cx.int(v, "health fall", 1, max),
+    };
+    let port = match &r.port {
+        None => Some(None),
+        Some(v) => cx.int(v, "health port", 1, 65535).map(|p| Some(p as u16)),
+    };
+    Some(HealthSpec {
+        kind: kind?,
+        interval: interval?,
+        timeout: timeout?,
+        rise: rise? as u32,
+        fall: fall? as u32,
+        port: port?,
+    })
+}
+
+fn virtual_servers(cx: &mut Ctx<'_>, raws: &[S<RawVirtualServer>]) -> Vec<VirtualServer> {
+    let mut out = Vec::new();
+    let mut names: HashMap<String, usize> = HashMap::new();
+    let mut keys: HashMap<ServiceKey, (String, usize)> = HashMap::new();
+    for vs in raws {
+        if let Some(v) = virtual_server(cx, vs, &mut names, &mut keys) {
+            out.push(v);
+        }
+    }
+    out
+}
+
+fn virtual_server(
+    cx: &mut Ctx<'_>,
+    vs: &S<RawVirtualServer>,
+    names: &mut HashMap<String, usize>,
+    keys: &mut HashMap<ServiceKey, (String, usize)>,
+) -> Option<VirtualServer> {
+    let h = vs.span();
+    let table = cx.table_name(&h, "virtual_server");
+    let r = vs.get_ref();
+    let name = cx
+        .require(&r.name, &h, &table, "name")
+        .and_then(|v| cx.nonempty(v, "name"));
+    if let (Some(n), Some(v)) = (&name, &r.name) {
+        if let Some(line) = names.get(n) {
+            cx.err(
+                v.span(),
+                format!("duplicate virtual server name \"{n}\" (first at line {line})"),
+            );
+        } else {
+            let line = cx.line(&h);
+            names.insert(n.clone(), line);
+        }
+    }
+    let label = name.clone().unwrap_or_default();
+
+    // The key: address + protocol, or fwmark + family.
+    let key: Option<ServiceKey> = match (&r.address, &r.fwmark) {
+        (Some(_), Some(m)) => {
+            cx.err(m.span(), "address and fwmark are exclusive: a virtual server is either an address (with protocol) or a firewall mark (with family)");
+            None
+        }
+        (None, None) => {
+            cx.err(
+                h.clone(),
+                format!("virtual server \"{label}\" needs either address (\"ip:port\") or fwmark"),
+            );
+            None
+        }
+        (Some(a), None) => {
+            if let Some(f) = &r.family {
+                cx.err(
+                    f.span(),
+                    "family is only for fwmark services (an address has its own family)",
+                );
+            }
+            let protocol = match &r.protocol {
+                None => Some(Protocol::Tcp),
+                Some(p) => cx
+                    .choice(p, "protocol", PROTOCOLS)
+                    .map(|i| [Protocol::Tcp, Protocol::Udp, Protocol::Sctp][i]),
+            };
+            let addr = cx.sockaddr(a, "address");
+            match (protocol, addr) {
+                (Some(protocol), Some(addr)) => Some(ServiceKey::Inet { protocol, addr }),
+                _ => None,
+            }
+        }
+        (None, Some(m)) => {
+            if let Some(p) = &r.protocol {
+                cx.err(p.span(), "protocol is only for address services (a fwmark service takes whatever the mark selects)");
+            }
+            let family = match &r.family {
+                None => Some(Family::V4),
+                Some(f) => cx
+                    .choice(f, "family", FAMILIES)
+                    .map(|i| [Family::V4, Family::V6][i]),
+            };
+            let mark = cx.int(m, "fwmark", 1, i64::from(u32::MAX));
+            match (family, mark) {
+                (Some(family), Some(mark)) => Some(ServiceKey::Fwmark {
+                    family,
+                    mark: mark as u32,
+                }),
+                _ => None,
+            }
+        }
+    };
+    if let Some(k) = &key {
+        let span = r
+            .address
+            .as_ref()
+            .map(|a| a.span())
+            .or_else(|| r.fwmark.as_ref().map(|m| m.span()))
+            .unwrap_or(h.clone());
+        if let Some((other, line)) = keys.get(k) {
+            cx.err(span, format!("virtual server \"{label}\" duplicates {k} of virtual server \"{other}\" (line {line})"));
+        } else {
+            let line = cx.line(&h);
+            keys.insert(*k, (label.clone(), line));
+        }
+    }
+    let family = key.map(|k| k.family());
+    // Port of the service; fwmark services behave like port 0 ("any").
+    let vport = key.map(|k| match k {
+        ServiceKey::Inet { addr, .. } => addr.port(),
+        ServiceKey::Fwmark { .. } => 0,
+    });
+
+    // Scheduler: any IPVS module name (ip_vs_<name>), so custom schedulers
+    // work; IP_VS_SCHEDNAME_MAXLEN is 16 including the NUL.
+    let scheduler = match &r.scheduler {
+        None => Some("wlc".to_string()),
+        Some(v) => {
+            let s = v.get_ref();
+            if !s.is_empty()
+                && s.len() <= 15
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            {
+                Some(s.clone())
+            } else {
+                cx.err(v.span(), format!("bad scheduler \"{s}\": expected an IPVS scheduler name of 1 to 15 characters a-z, 0-9, _ (rr, wrr, lc, wlc, sh, dh, mh, ...)"));
+                None
+            }
+        }
+    };
+    let mut flags = 0u32;
+    if let Some(list) = &r.scheduler_flags {
+        let mut seen: Vec<&str> = Vec::new();
+        for v in list.get_ref() {
+            let Some(i) = cx.choice(v, "scheduler flag", SCHED_FLAGS) else {
+                continue;
+            };
+            let f = SCHED_FLAGS[i];
+            if seen.contains(&f) {
+                cx.err(v.span(), format!("duplicate scheduler flag \"{f}\""));
+                continue;
+            }
+            seen.push(f);
+            for prefix in ["sh", "mh"] {
+                if f.starts_with(prefix) && f.as_bytes()[2] == b'-' {
+                    if let Some(s) = &scheduler {
+                        if s != prefix {
+                            cx.err(v.span(), format!("scheduler flag \"{f}\" is only for scheduler \"{prefix}\", not \"{s}\""));
+                        }
+                    }
+                }
+            }
+            flags |= match f {
+                "sh-fallback" | "mh-fallback" | "flag-1" => svc_flags::SCHED1,
+                "sh-port" | "mh-port" | "flag-2" => svc_flags::SCHED2,
+                _ => svc_flags::SCHED3,
+            };
+        }
+    }
+
+    let persistence_timeout = r
+        .persistence_timeout
+        .as_ref()
+        .map(|v| cx.whole_secs(v, "persistence_timeout", 1, u64::from(u32::MAX)));
+    let netmask: Option<u32> = match (&r.persistence_granularity, family) {
+        (None, Some(f)) => Some(crate::model::default_netmask(f)),
+        (None, None) => None,
+        (Some(g), _) if r.persistence_timeout.is_none() => {
+            cx.err(
+                g.span(),
+                "persistence_granularity needs persistence_timeout",
+            );
+            None
+        }
+        (Some(_), None) => None,
+        (Some(g), Some(f)) => granularity(cx, g, f),
+    };
+    if let Some(e) = &r.persistence_engine {
+        if r.persistence_timeout.is_none() {
+            cx.err(e.span(), "persistence_engine needs persistence_timeout");
+        } else {
+            cx.nonempty(e, "persistence_engine");
+        }
+    }
+    let persistence = match (persistence_timeout, netmask) {
+        (Some(Some(t)), Some(m)) => Some(Persistence {
+            timeout: Duration::from_secs(u64::from(t)),
+            netmask: m,
+        }),
+        _ => None,
+    };
+    // A port-0 service only matches traffic when persistent: the kernel
+    // looks port-0 services up only for persistent ones (nullsvc_counter),
+    // and ipvsadm refuses "Zero port specified for non-persistent service".
+    if let (Some(ServiceKey::Inet { .. }), Some(0), None) = (key, vport, &r.persistence_timeout) {
+        if let Some(a) = &r.address {
+            cx.err(a.span(), "port 0 (all ports) needs persistence_timeout: IPVS matches port-0 services only for persistent connections");
+        }
+    }
+
+    let one_packet = r.one_packet.as_ref().map(|v| *v.get_ref()).unwrap_or(false);
+    if let (true, Some(ServiceKey::Inet { protocol, .. })) = (one_packet, key) {
+        if protocol != Protocol::Udp {
+            let span = r.one_packet.as_ref().map(|v| v.span()).unwrap_or(h.clone());
+            cx.err(span, format!("one_packet is only for UDP services (the kernel applies one-packet scheduling to UDP only), not {}", protocol_word(protocol)));
+        }
+    }
+
+    let forwarding = match &r.forwarding {
+        None => Some(Forward::Masq),
+        Some(v) => cx.choice(v, "forwarding", FORWARDINGS).map(forward_of),
+    };
+    let vs_tunnel = match &r.tunnel {
+        None => Some(None),
+        Some(t) => {
+            if forwarding.is_some() && forwarding != Some(Forward::Tunnel) {
+                cx.err(
+                    t.span(),
+                    format!(
+                        "tunnel is only for forwarding = \"tun\", not \"{}\"",
+                        forward_word(forwarding.unwrap_or(Forward::Masq))
+                    ),
+                );
+                None
+            } else {
+                tunnel(cx, t).map(Some)
+            }
+        }
+    };
+    let health = r.health.as_ref().map(|hs| health(cx, hs));
+
+    // Real servers.
+    let mut reals = Vec::new();
+    let mut seen: HashMap<(IpAddr, u16), usize> = HashMap::new();
+    let mut ok = true;
+    let mut first_port0: Option<SocketAddr> = None;
+    for rs in r.real_server.as_deref().unwrap_or(&[]) {
+        let rh = rs.span();
+        let rtable = cx.table_name(&rh, "real_server");
+        let rr = rs.get_ref();
+        let addr = cx
+            .require(&rr.address, &rh, &rtable, "address")
+            .and_then(|a| cx.sockaddr(a, "address"));
+        let weight = match &rr.weight {
+            None => Some(1),
+            Some(v) => cx.int(v, "weight", 0, 65535),
+        };
+        let fwd = match &rr.forwarding {
+            None => forwarding,
+            Some(v) => cx.choice(v, "forwarding", FORWARDINGS).map(forward_of),
+        };
+        let rtunnel = match (&rr.tunnel, fwd) {
+            (Some(t), Some(f)) if f != Forward::Tunnel => {
+                cx.err(
+                    t.span(),
+                    format!(
+                        "tunnel is only for forwarding = \"tun\", not \"{}\"",
+                        forward_word(f)
+                    ),
+                );
+                None
+            }
+            (Some(t), _) => tunnel(cx, t),
+            (None, Some(Forward::Tunnel)) => vs_tunnel.map(|t| t.unwrap_or_default()),
+            (None, _) => Some(Tunnel::default()),
+        };
+        let max = i64::from(u32::MAX);
+        let upper = match &rr.upper_threshold {
+            None => Some(0),
+            Some(v) => cx.int(v, "upper_threshold", 0, max),
+        };
+        let lower = match &rr.lower_threshold {
+            None => Some(0),
+            Some(v) => cx.int(v, "lower_threshold", 0, max),
+        };
+        if let (Some(u), Some(l), Some(lv)) = (upper, lower, &rr.lower_threshold) {
+            if u != 0 && l > u {
+                cx.err(
+                    lv.span(),
+                    format!("lower_threshold {l} is above upper_threshold {u}"),
+                );
+            }
+        }
+        if let (Some(a), Some(av)) = (addr, &rr.address) {
+            let span = av.span();
+            if let Some(line) = seen.get(&(a.ip(), a.port())) {
+                cx.err(span.clone(), format!("duplicate real server {a} in virtual server \"{label}\" (first at line {line})"));
+            } else {
+                let line = cx.line(&span);
+                seen.insert((a.ip(), a.port()), line);
+            }
+            let rf = Family::of(&a.ip());
+            if let Some(vf) = family {
+                // The kernel supports mixed families only for tunnelling
+                // (IPv6 real servers behind an IPv4 VIP and vice versa).
+                if rf != vf && fwd != Some(Forward::Tunnel) {
+                    cx.err(
+                        span.clone(),
+                        format!(
+                            "real server {} is {} but virtual server \"{label}\" is {}",
+                            a.ip(),
+                            family_name(rf),
+                            family_name(vf)
+                        ),
+                    );
+                }
+            }
+            if let (Some(f @ (Forward::Route | Forward::Tunnel)), Some(vp)) = (fwd, vport) {
+                if vp != 0 && a.port() != vp {
+                    cx.err(span.clone(), format!("real server {a} uses {} forwarding, which cannot change the destination port: its port must be {vp} like virtual server \"{label}\" (ipvsadm would silently use {vp})", forward_word(f)));
+                }
+            }
+            if a.port() == 0 && first_port0.is_none() {
+                first_port0 = Some(a);
+            }
+        }
+        match (addr, weight, fwd, rtunnel, upper, lower) {
+            (Some(a), Some(w), Some(f), Some(t), Some(u), Some(l)) => reals.push(RealServer {
+                address: a.ip(),
+                port: a.port(),
+                weight: w as i32,
+                forwarding: f,
+                tunnel: t,
+                upper_threshold: u as u32,
+                lower_threshold: l as u32,
+            }),
+            _ => ok = false,
+        }
+    }
+
+    // A port-0 real server has nothing to connect to unless the check
+    // names a port (keepalived's connect_port).
+    if let (Some(Some(hs)), Some(a), Some(hv)) = (&health, first_port0, &r.health) {
+        if hs.port.is_none() {
+            cx.err(
+                hv.span(),
+                format!("health of virtual server \"{label}\" needs a port: real server {a} has port 0, so there is no port to check"),
+            );
+        }
+    }
+    if !ok {
+        return None;
+    }
+    let health = match health {
+        None => None,
+        Some(Some(h)) => Some(h),
+        Some(None) => return None,
+    };
+    Some(VirtualServer {
+        name: name?,
+        key: key?,
+        scheduler: scheduler?,
+        scheduler_flags: flags,
+        persistence,
+        persistence_engine: r.persistence_engine.as_ref().map(|e| e.get_ref().clone()),
+        one_packet,
+        forwarding: forwarding?,
+        health,
+        real_servers: reals,
+    })
+}
+
+/// `persistence_granularity`: an IPv4 netmask (contiguous, dotted quad) or
+/// an IPv6 prefix length (`64` or `"/64"`).
+fn granularity(cx: &mut Ctx<'_>, g: &S<StrOrInt>, f: Family) -> Option<u32> {
+    match (f, g.get_ref()) {
+        (Family::V4, StrOrInt::Str(s)) => {
+            let Ok(m) = s.parse::<Ipv4Addr>() else {
+                cx.err(g.span(), format!("bad persistence_granularity \"{s}\": expected an IPv4 netmask like \"255.255.255.0\""));
+                return None;
+            };
+            let m = u32::from(m);
+            // Contiguous: ones then zeros. The kernel would accept any
+            // value and AND client addresses with it bit by bit, which is
+            // never what was meant.
+            if m.leading_ones() + m.trailing_zeros() != 32 {
+                cx.err(g.span(), format!("persistence_granularity \"{s}\" is not a contiguous netmask (like \"255.255.255.0\"); the kernel would AND client addresses with it bit by bit"));
+                return None;
+            }
+            if m == 0 {
+                cx.err(g.span(), format!("persistence_granularity \"{s}\" would put every client in one group: use at least \"128.0.0.0\""));
+                return None;
+            }
+            Some(m)
+        }
+        (Family::V4, StrOrInt::Int(n)) => {
+            cx.err(g.span(), format!("persistence_granularity {n} for an IPv4 service: write the netmask, e.g. \"255.255.255.0\""));
+            None
+        }
+        (Family::V6, v) => {
+            let n: Option<i64> = match v {
+                StrOrInt::Int(n) => Some(*n),
+                StrOrInt::Str(s) => s.strip_prefix('/').and_then(|d| d.parse().ok()),
+            };
+            match n {
+                Some(n) if (1..=128).contains(&n) => Some(n as u32),
+                _ => {
+                    let shown = match v {
+                        StrOrInt::Int(n) => n.to_string(),
+                        StrOrInt::Str(s) => format!("\"{s}\""),
+                    };
+                    cx.err(g.span(), format!("bad persistence_granularity {shown} for an IPv6 service: expected a prefix length 1..=128, like 64 or \"/64\""));
+                    None
+                }
+            }
+        }
+    }
+}
+
+fn snats(cx: &mut Ctx<'_>, raws: &[S<RawSnat>]) -> Vec<Snat> {
+    let mut out = Vec::new();
+    for s in raws {
+        let h = s.span();
+        let table = cx.table_name(&h, "snat");
+        let r = s.get_ref();
+        let m = cx
+            .require(&r.match_vip, &h, &table, "match_vip")
+            .and_then(|v| cx.ip(v, "match_vip"));
+        let t = cx
+            .require(&r.to_source, &h, &table, "to_source")
+            .and_then(|v| cx.ip(v, "to_source"));
+        if let (Some(m), Some(t)) = (m, t) {
+            if Family::of(&m) != Family::of(&t) {
+                let span = r.to_source.as_ref().map(|v| v.span()).unwrap_or(h.clone());
+                cx.err(
+                    span,
+                    format!(
+                        "to_source {t} is {} but match_vip {m} is {}",
+                        family_name(Family::of(&t)),
+                        family_name(Family::of(&m))
+                    ),
+                );
+                continue;
+            }
+            out.push(Snat {
+                match_vip: m,
+                to_source: t,
+            });
+        }
+    }
+    out
+}
+
+fn ctsync(cx: &mut Ctx<'_>, c: &S<RawCtSync>) -> Option<CtSync> {
+    let h = c.span();
+    let table = cx.table_name(&h, "ctsync");
+    let r = c.get_ref();
+    let local = cx
+        .require(&r.local, &h, &table, "local")
+        .and_then(|v| cx.sockaddr(v, "local"));
+    let peer = cx
+        .require(&r.peer, &h, &table, "peer")
+        .and_then(|v| cx.sockaddr(v, "peer"));
+    let key_file = cx
+        .require(&r.key_file, &h, &table, "key_file")
+        .and_then(|v| cx.nonempty(v, "key_file"));
+    if let (Some(l), Some(p), Some(pv)) = (local, peer, &r.peer) {
+        if l.ip() == p.ip() {
+            cx.err(
+                pv.span(),
+                format!(
+                    "peer {p} is the same host as local {l}: peer is the other box of the pair"
+                ),
+            );
+            return None;
+        }
+        if Family::of(&l.ip()) != Family::of(&p.ip()) {
+            cx.err(
+                pv.span(),
+                format!(
+                    "peer {p} is {} but local {l} is {}",
+                    family_name(Family::of(&p.ip())),
+                    family_name(Family::of(&l.ip()))
+                ),
+            );
+            return None;
+        }
+    }
+    Some(CtSync {
+        local: local?,
+        peer: peer?,
+        key_file: PathBuf::from(key_file?),
+    })
+}
