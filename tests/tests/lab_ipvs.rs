@@ -188,7 +188,12 @@ fn full_feature_config_matches_ipvsadm_byte_for_byte() {
         (vec!["status", "--rate"], vec!["-Ln", "--rate"]),
         (vec!["status", "--exact"], vec!["-Ln", "--exact"]),
         (vec!["status", "--stats", "--exact"], vec!["-Ln", "--stats", "--exact"]),
+        (vec!["status", "--thresholds"], vec!["-Ln", "--thresholds"]),
+        (vec!["status", "--persistent-conn"], vec!["-Ln", "--persistent-conn"]),
+        (vec!["status", "--tun-info"], vec!["-Ln", "--tun-info"]),
+        (vec!["status", "--nosort"], vec!["-Ln", "--nosort"]),
         (vec!["conns"], vec!["-Lnc"]),
+        (vec!["conns", "--persistent-conn"], vec!["-Lnc", "--persistent-conn"]),
     ] {
         let (a, b) = same_output(|| d.ctl_ok(&ours), || ipvsadm(&theirs));
         assert_eq!(a, b, "directorctl {ours:?} differs from ipvsadm {theirs:?}");

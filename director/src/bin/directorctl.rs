@@ -30,15 +30,30 @@ enum Command {
         /// Rates (`ipvsadm -Ln --rate`).
         #[arg(long)]
         rate: bool,
+        /// Upper/lower thresholds and persistent connections (`--thresholds`).
+        #[arg(long, conflicts_with_all = ["stats", "rate"])]
+        thresholds: bool,
+        /// Persistent-connection counts (`--persistent-conn`).
+        #[arg(long, conflicts_with_all = ["stats", "rate", "thresholds"])]
+        persistent_conn: bool,
+        /// Tunnel type/port/checksum of tunnel destinations (`--tun-info`).
+        #[arg(long, conflicts_with_all = ["stats", "rate", "thresholds", "persistent_conn"])]
+        tun_info: bool,
         /// Exact numbers, no K/M/G (`--exact`).
         #[arg(long)]
         exact: bool,
+        /// Kernel order instead of ipvsadm's sort (`--nosort`).
+        #[arg(long)]
+        nosort: bool,
         /// Machine-readable status: table, owned services, last pass.
         #[arg(long)]
         json: bool,
     },
     /// Connection entries, as `ipvsadm -Lnc` prints them.
     Conns {
+        /// Persistence-engine columns (`ipvsadm -Lnc --persistent-conn`).
+        #[arg(long)]
+        persistent_conn: bool,
         #[arg(long)]
         json: bool,
     },
@@ -69,27 +84,28 @@ fn main() -> ExitCode {
             eprintln!("directorctl: {message}");
             ExitCode::FAILURE
         }
-        (Command::Status { stats, rate, exact, json }, Response::Status(reply)) => {
+        (Command::Status { stats, rate, thresholds, persistent_conn, tun_info, exact, nosort, json }, Response::Status(reply)) => {
             if json {
                 println!("{}", serde_json::to_string_pretty(&reply).unwrap_or_default());
             } else {
-                let mode = if stats {
-                    ListMode::Stats
-                } else if rate {
-                    ListMode::Rate
-                } else {
-                    ListMode::Plain
+                let mode = match (stats, rate, thresholds, persistent_conn, tun_info) {
+                    (true, ..) => ListMode::Stats,
+                    (_, true, ..) => ListMode::Rate,
+                    (_, _, true, ..) => ListMode::Thresholds,
+                    (_, _, _, true, _) => ListMode::PersistentConn,
+                    (.., true) => ListMode::TunInfo,
+                    _ => ListMode::Plain,
                 };
-                print!("{}", director::format::list(&reply.table, &ListOptions { mode, exact }));
+                print!("{}", director::format::list(&reply.table, &ListOptions { mode, exact, nosort }));
             }
             ExitCode::SUCCESS
         }
-        (Command::Conns { json }, Response::Conns { proc_ip_vs_conn }) => {
+        (Command::Conns { persistent_conn, json }, Response::Conns { proc_ip_vs_conn }) => {
             let result = if json {
                 director::format::parse_connections(&proc_ip_vs_conn)
                     .map(|c| serde_json::to_string_pretty(&c).unwrap_or_default() + "\n")
             } else {
-                director::format::connections(&proc_ip_vs_conn)
+                director::format::connections(&proc_ip_vs_conn, &director::format::ConnOptions { persistent_conn })
             };
             match result {
                 Ok(text) => {
