@@ -13,7 +13,9 @@
 //! the `*_repr` functions validate it into model values. Nothing here panics
 //! on any input; every failure is a `KernelError::Decode { what, detail }`.
 
-use super::nl::{self, Attr, AttrIter, TooLong, Writer, GENL_HDRLEN, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
+use super::nl::{
+    self, Attr, AttrIter, TooLong, Writer, GENL_HDRLEN, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
+};
 use crate::kernel::KernelError;
 use crate::model::*;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -180,11 +182,22 @@ pub enum Request {
     NewService(Service),
     SetService(Service),
     DelService(ServiceKey),
-    NewDest { service: ServiceKey, dest: Destination },
-    SetDest { service: ServiceKey, dest: Destination },
-    DelDest { service: ServiceKey, dest: DestKey },
+    NewDest {
+        service: ServiceKey,
+        dest: Destination,
+    },
+    SetDest {
+        service: ServiceKey,
+        dest: Destination,
+    },
+    DelDest {
+        service: ServiceKey,
+        dest: DestKey,
+    },
     NewDaemon(SyncDaemon),
-    DelDaemon(SyncDaemon),
+    /// Stops the daemon of that role (ip_vs_genl_del_daemon reads only
+    /// IPVS_DAEMON_ATTR_STATE).
+    DelDaemon(SyncRole),
     DumpDaemons,
 }
 
@@ -194,9 +207,18 @@ impl Request {
             IpvsOp::AddService(s) => Request::NewService(s.clone()),
             IpvsOp::EditService(s) => Request::SetService(s.clone()),
             IpvsOp::DelService(k) => Request::DelService(*k),
-            IpvsOp::AddDest { service, dest } => Request::NewDest { service: *service, dest: *dest },
-            IpvsOp::EditDest { service, dest } => Request::SetDest { service: *service, dest: *dest },
-            IpvsOp::DelDest { service, dest } => Request::DelDest { service: *service, dest: *dest },
+            IpvsOp::AddDest { service, dest } => Request::NewDest {
+                service: *service,
+                dest: *dest,
+            },
+            IpvsOp::EditDest { service, dest } => Request::SetDest {
+                service: *service,
+                dest: *dest,
+            },
+            IpvsOp::DelDest { service, dest } => Request::DelDest {
+                service: *service,
+                dest: *dest,
+            },
         }
     }
 
@@ -221,7 +243,10 @@ impl Request {
     }
 
     pub fn is_dump(&self) -> bool {
-        matches!(self, Request::DumpServices | Request::DumpDests(_) | Request::DumpDaemons)
+        matches!(
+            self,
+            Request::DumpServices | Request::DumpDests(_) | Request::DumpDaemons
+        )
     }
 
     /// Netlink header flags: `NLM_F_REQUEST`, plus `NLM_F_DUMP` for dumps,
@@ -260,8 +285,22 @@ fn check_name(what: &str, s: &str) -> Result<(), EncodeError> {
 
 /// Appends one complete netlink message for `req`. On error nothing is
 /// appended.
-pub fn encode(w: &mut Writer, family: u16, seq: u32, pid: u32, ack: bool, req: &Request) -> Result<(), EncodeError> {
-    let start = w.begin_genl(family, req.flags(ack), seq, pid, req.cmd(), IPVS_GENL_VERSION);
+pub fn encode(
+    w: &mut Writer,
+    family: u16,
+    seq: u32,
+    pid: u32,
+    ack: bool,
+    req: &Request,
+) -> Result<(), EncodeError> {
+    let start = w.begin_genl(
+        family,
+        req.flags(ack),
+        seq,
+        pid,
+        req.cmd(),
+        IPVS_GENL_VERSION,
+    );
     let r = encode_attrs(w, req).and_then(|()| w.end_msg(start).map_err(EncodeError::from));
     if r.is_err() {
         w.truncate(start);
@@ -270,7 +309,13 @@ pub fn encode(w: &mut Writer, family: u16, seq: u32, pid: u32, ack: bool, req: &
 }
 
 /// Convenience: one request as its own byte vector.
-pub fn encode_one(family: u16, seq: u32, pid: u32, ack: bool, req: &Request) -> Result<Vec<u8>, EncodeError> {
+pub fn encode_one(
+    family: u16,
+    seq: u32,
+    pid: u32,
+    ack: bool,
+    req: &Request,
+) -> Result<Vec<u8>, EncodeError> {
     let mut w = Writer::new();
     encode(&mut w, family, seq, pid, ack, req)?;
     Ok(w.buf)
@@ -278,7 +323,11 @@ pub fn encode_one(family: u16, seq: u32, pid: u32, ack: bool, req: &Request) -> 
 
 fn encode_attrs(w: &mut Writer, req: &Request) -> Result<(), EncodeError> {
     match req {
-        Request::GetInfo | Request::GetConfig | Request::Flush | Request::DumpServices | Request::DumpDaemons => {}
+        Request::GetInfo
+        | Request::GetConfig
+        | Request::Flush
+        | Request::DumpServices
+        | Request::DumpDaemons => {}
         Request::SetConfig(t) => {
             // libipvs ipvs_set_timeout(): a zero timeout is left out, which
             // the kernel reads as "leave unchanged".
@@ -293,7 +342,9 @@ fn encode_attrs(w: &mut Writer, req: &Request) -> Result<(), EncodeError> {
             }
         }
         Request::DumpDests(k) | Request::DelService(k) => put_service(w, k, None)?,
-        Request::NewService(s) | Request::SetService(s) => put_service(w, &s.key, Some(&s.settings))?,
+        Request::NewService(s) | Request::SetService(s) => {
+            put_service(w, &s.key, Some(&s.settings))?
+        }
         Request::NewDest { service, dest } | Request::SetDest { service, dest } => {
             put_service(w, service, None)?;
             put_dest(w, &dest.key, Some(&dest.settings))?;
@@ -302,8 +353,16 @@ fn encode_attrs(w: &mut Writer, req: &Request) -> Result<(), EncodeError> {
             put_service(w, service, None)?;
             put_dest(w, dest, None)?;
         }
-        Request::NewDaemon(d) => put_daemon(w, d, true)?,
-        Request::DelDaemon(d) => put_daemon(w, d, false)?,
+        Request::NewDaemon(d) => put_daemon(w, d)?,
+        Request::DelDaemon(role) => {
+            // What ipvsadm sends: the state, an empty interface name and
+            // sync id 0.
+            let n = w.begin_nest(cmd_attr::DAEMON | NEST_FLAG);
+            w.put_u32(daemon_attr::STATE, role.code())?;
+            w.put_str(daemon_attr::MCAST_IFN, "")?;
+            w.put_u32(daemon_attr::SYNC_ID, 0)?;
+            w.end_nest(n)?;
+        }
     }
     Ok(())
 }
@@ -316,7 +375,11 @@ fn encode_attrs(w: &mut Writer, req: &Request) -> Result<(), EncodeError> {
 ///   SCHED_NAME "..\0" | [PE_NAME "..\0"] | FLAGS {u32 flags, u32 mask}
 ///   | TIMEOUT u32 | NETMASK be32
 /// ```
-fn put_service(w: &mut Writer, key: &ServiceKey, settings: Option<&ServiceSettings>) -> Result<(), EncodeError> {
+fn put_service(
+    w: &mut Writer,
+    key: &ServiceKey,
+    settings: Option<&ServiceSettings>,
+) -> Result<(), EncodeError> {
     let n = w.begin_nest(cmd_attr::SERVICE | NEST_FLAG);
     w.put_u16(svc_attr::AF, key.family().af())?;
     match key {
@@ -381,10 +444,14 @@ fn inet_addr(ip: &IpAddr) -> [u8; 16] {
 /// IPVS_CMD_ATTR_DEST (nested), ip_vs.h IPVS_DEST_ATTR_*, libipvs order:
 ///   ADDR_FAMILY u16 | ADDR [16] | PORT be16
 ///   then, for NEW/SET only (ip_vs_genl_parse_dest full_entry):
-///   FWD_METHOD u32 | WEIGHT u32 | [TUN_TYPE u8 | TUN_PORT be16 |
-///   TUN_FLAGS u16  (tunnel destinations)] | U_THRESH u32 | L_THRESH u32
+///   FWD_METHOD u32 | WEIGHT u32 | TUN_TYPE u8 | TUN_PORT be16 |
+///   TUN_FLAGS u16 | U_THRESH u32 | L_THRESH u32
 /// ```
-fn put_dest(w: &mut Writer, key: &DestKey, settings: Option<&DestSettings>) -> Result<(), EncodeError> {
+fn put_dest(
+    w: &mut Writer,
+    key: &DestKey,
+    settings: Option<&DestSettings>,
+) -> Result<(), EncodeError> {
     let n = w.begin_nest(cmd_attr::DEST | NEST_FLAG);
     w.put_u16(dest_attr::ADDR_FAMILY, Family::of(&key.addr).af())?;
     w.put(dest_attr::ADDR, &inet_addr(&key.addr))?;
@@ -392,11 +459,11 @@ fn put_dest(w: &mut Writer, key: &DestKey, settings: Option<&DestSettings>) -> R
     if let Some(s) = settings {
         w.put_u32(dest_attr::FWD_METHOD, s.forward.code())?;
         w.put_u32(dest_attr::WEIGHT, s.weight as u32)?;
-        if s.forward == Forward::Tunnel {
-            w.put_u8(dest_attr::TUN_TYPE, s.tunnel.kind.code())?;
-            w.put_be16(dest_attr::TUN_PORT, s.tunnel.port)?;
-            w.put_u16(dest_attr::TUN_FLAGS, s.tunnel.csum.code())?;
-        }
+        // Always sent (ipvsadm does too): editing a GUE destination into a
+        // NAT one then also resets the kernel's tunnel settings.
+        w.put_u8(dest_attr::TUN_TYPE, s.tunnel.kind.code())?;
+        w.put_be16(dest_attr::TUN_PORT, s.tunnel.port)?;
+        w.put_u16(dest_attr::TUN_FLAGS, s.tunnel.csum.code())?;
         w.put_u32(dest_attr::U_THRESH, s.upper_threshold)?;
         w.put_u32(dest_attr::L_THRESH, s.lower_threshold)?;
     }
@@ -407,30 +474,28 @@ fn put_dest(w: &mut Writer, key: &DestKey, settings: Option<&DestSettings>) -> R
 /// ```text
 /// IPVS_CMD_ATTR_DAEMON (nested), ip_vs.h IPVS_DAEMON_ATTR_*, libipvs order:
 ///   STATE u32 | MCAST_IFN "..\0" | SYNC_ID u32
-///   then, starting only, each when set: SYNC_MAXLEN u16 | MCAST_PORT u16
+///   then each only when set: SYNC_MAXLEN u16 | MCAST_PORT u16 (host order)
 ///   | MCAST_TTL u8 | MCAST_GROUP6 [16] or MCAST_GROUP be32
 /// ```
-fn put_daemon(w: &mut Writer, d: &SyncDaemon, start: bool) -> Result<(), EncodeError> {
+fn put_daemon(w: &mut Writer, d: &SyncDaemon) -> Result<(), EncodeError> {
     check_name("multicast interface", &d.mcast_ifn)?;
     let n = w.begin_nest(cmd_attr::DAEMON | NEST_FLAG);
     w.put_u32(daemon_attr::STATE, d.role.code())?;
     w.put_str(daemon_attr::MCAST_IFN, &d.mcast_ifn)?;
     w.put_u32(daemon_attr::SYNC_ID, u32::from(d.syncid))?;
-    if start {
-        if d.sync_maxlen != 0 {
-            w.put_u16(daemon_attr::SYNC_MAXLEN, d.sync_maxlen)?;
-        }
-        if d.mcast_port != 0 {
-            w.put_u16(daemon_attr::MCAST_PORT, d.mcast_port)?;
-        }
-        if d.mcast_ttl != 0 {
-            w.put_u8(daemon_attr::MCAST_TTL, d.mcast_ttl)?;
-        }
-        match d.mcast_group {
-            Some(IpAddr::V6(a)) => w.put(daemon_attr::MCAST_GROUP6, &a.octets())?,
-            Some(IpAddr::V4(a)) => w.put(daemon_attr::MCAST_GROUP, &a.octets())?,
-            None => {}
-        }
+    if d.sync_maxlen != 0 {
+        w.put_u16(daemon_attr::SYNC_MAXLEN, d.sync_maxlen)?;
+    }
+    if d.mcast_port != 0 {
+        w.put_u16(daemon_attr::MCAST_PORT, d.mcast_port)?;
+    }
+    if d.mcast_ttl != 0 {
+        w.put_u8(daemon_attr::MCAST_TTL, d.mcast_ttl)?;
+    }
+    match d.mcast_group {
+        Some(IpAddr::V6(a)) => w.put(daemon_attr::MCAST_GROUP6, &a.octets())?,
+        Some(IpAddr::V4(a)) => w.put(daemon_attr::MCAST_GROUP, &a.octets())?,
+        None => {}
     }
     w.end_nest(n)?;
     Ok(())
@@ -439,7 +504,10 @@ fn put_daemon(w: &mut Writer, d: &SyncDaemon, start: bool) -> Result<(), EncodeE
 // ---------------------------------------------------------------- decoding
 
 fn derr(what: &str, detail: impl Into<String>) -> KernelError {
-    KernelError::Decode { what: what.to_string(), detail: detail.into() }
+    KernelError::Decode {
+        what: what.to_string(),
+        detail: detail.into(),
+    }
 }
 
 /// The view: one level of attributes, indexed by type (like the kernel's
@@ -463,7 +531,11 @@ impl<'a> AttrTable<'a> {
                 _ => unknown.push(a),
             }
         }
-        Ok(AttrTable { slots, unknown, what })
+        Ok(AttrTable {
+            slots,
+            unknown,
+            what,
+        })
     }
 
     pub fn get(&self, kind: u16) -> Option<&'a [u8]> {
@@ -471,7 +543,8 @@ impl<'a> AttrTable<'a> {
     }
 
     fn req(&self, kind: u16, name: &str) -> Result<&'a [u8], KernelError> {
-        self.get(kind).ok_or_else(|| derr(self.what, format!("missing {name}")))
+        self.get(kind)
+            .ok_or_else(|| derr(self.what, format!("missing {name}")))
     }
 
     fn fixed<const N: usize>(&self, kind: u16, name: &str) -> Result<Option<[u8; N]>, KernelError> {
@@ -498,13 +571,16 @@ impl<'a> AttrTable<'a> {
         Ok(self.fixed::<4>(kind, name)?.map(u32::from_ne_bytes))
     }
     fn u16(&self, kind: u16, name: &str) -> Result<u16, KernelError> {
-        self.opt_u16(kind, name)?.ok_or_else(|| derr(self.what, format!("missing {name}")))
+        self.opt_u16(kind, name)?
+            .ok_or_else(|| derr(self.what, format!("missing {name}")))
     }
     fn be16(&self, kind: u16, name: &str) -> Result<u16, KernelError> {
-        self.opt_be16(kind, name)?.ok_or_else(|| derr(self.what, format!("missing {name}")))
+        self.opt_be16(kind, name)?
+            .ok_or_else(|| derr(self.what, format!("missing {name}")))
     }
     fn u32(&self, kind: u16, name: &str) -> Result<u32, KernelError> {
-        self.opt_u32(kind, name)?.ok_or_else(|| derr(self.what, format!("missing {name}")))
+        self.opt_u32(kind, name)?
+            .ok_or_else(|| derr(self.what, format!("missing {name}")))
     }
     /// A counter that is u32 in `IPVS_*_ATTR_STATS` and u64 in `STATS64`
     /// (and u64 for the byte counters in both): accept either width.
@@ -513,7 +589,9 @@ impl<'a> AttrTable<'a> {
             None => Ok(0),
             Some(v) => match v.len() {
                 4 => Ok(u64::from(u32::from_ne_bytes([v[0], v[1], v[2], v[3]]))),
-                8 => Ok(u64::from_ne_bytes([v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]])),
+                8 => Ok(u64::from_ne_bytes([
+                    v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7],
+                ])),
                 n => Err(derr(self.what, format!("{name}: {n} bytes, need 4 or 8"))),
             },
         }
@@ -533,12 +611,24 @@ impl<'a> AttrTable<'a> {
 
 /// The genl header of a message payload, and its attributes.
 fn genl_split<'a>(what: &str, payload: &'a [u8]) -> Result<(u8, &'a [u8]), KernelError> {
-    let cmd = *payload
-        .first()
-        .ok_or_else(|| derr(what, format!("payload of {} bytes, shorter than genlmsghdr", payload.len())))?;
-    let attrs = payload
-        .get(GENL_HDRLEN..)
-        .ok_or_else(|| derr(what, format!("payload of {} bytes, shorter than genlmsghdr", payload.len())))?;
+    let cmd = *payload.first().ok_or_else(|| {
+        derr(
+            what,
+            format!(
+                "payload of {} bytes, shorter than genlmsghdr",
+                payload.len()
+            ),
+        )
+    })?;
+    let attrs = payload.get(GENL_HDRLEN..).ok_or_else(|| {
+        derr(
+            what,
+            format!(
+                "payload of {} bytes, shorter than genlmsghdr",
+                payload.len()
+            ),
+        )
+    })?;
     Ok((cmd, attrs))
 }
 
@@ -574,15 +664,24 @@ fn service_key_repr(t: &AttrTable<'_>) -> Result<ServiceKey, KernelError> {
         }
     }
     let proto = t.u16(svc_attr::PROTOCOL, "IPVS_SVC_ATTR_PROTOCOL")?;
-    let protocol = Protocol::from_number(proto).ok_or_else(|| derr(what, format!("unsupported protocol {proto}")))?;
+    let protocol = Protocol::from_number(proto)
+        .ok_or_else(|| derr(what, format!("unsupported protocol {proto}")))?;
     let ip = addr_from(what, family, t.req(svc_attr::ADDR, "IPVS_SVC_ATTR_ADDR")?)?;
     let port = t.be16(svc_attr::PORT, "IPVS_SVC_ATTR_PORT")?;
-    Ok(ServiceKey::Inet { protocol, addr: SocketAddr::new(ip, port) })
+    Ok(ServiceKey::Inet {
+        protocol,
+        addr: SocketAddr::new(ip, port),
+    })
 }
 
-fn service_settings_repr(t: &AttrTable<'_>, family: Family) -> Result<ServiceSettings, KernelError> {
+fn service_settings_repr(
+    t: &AttrTable<'_>,
+    family: Family,
+) -> Result<ServiceSettings, KernelError> {
     let what = t.what;
-    let scheduler = t.string(svc_attr::SCHED_NAME, "IPVS_SVC_ATTR_SCHED_NAME")?.ok_or_else(|| derr(what, "missing IPVS_SVC_ATTR_SCHED_NAME"))?;
+    let scheduler = t
+        .string(svc_attr::SCHED_NAME, "IPVS_SVC_ATTR_SCHED_NAME")?
+        .ok_or_else(|| derr(what, "missing IPVS_SVC_ATTR_SCHED_NAME"))?;
     let flags = t
         .fixed::<8>(svc_attr::FLAGS, "IPVS_SVC_ATTR_FLAGS")?
         .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
@@ -592,7 +691,9 @@ fn service_settings_repr(t: &AttrTable<'_>, family: Family) -> Result<ServiceSet
         .fixed::<4>(svc_attr::NETMASK, "IPVS_SVC_ATTR_NETMASK")?
         .map(|b| netmask_from(family, b))
         .ok_or_else(|| derr(what, "missing IPVS_SVC_ATTR_NETMASK"))?;
-    let pe_name = t.string(svc_attr::PE_NAME, "IPVS_SVC_ATTR_PE_NAME")?.filter(|s| !s.is_empty());
+    let pe_name = t
+        .string(svc_attr::PE_NAME, "IPVS_SVC_ATTR_PE_NAME")?
+        .filter(|s| !s.is_empty());
     Ok(ServiceSettings {
         scheduler,
         // IP_VS_SVC_F_HASHED is the kernel's bookkeeping, not a setting.
@@ -622,7 +723,12 @@ fn stats_repr(what: &'static str, v: &[u8]) -> Result<Stats, KernelError> {
 
 /// Prefer `STATS64` (ip_vs.h: 64-bit, since Linux 4.1); fall back to
 /// `STATS` on older kernels.
-fn best_stats(what: &'static str, t: &AttrTable<'_>, stats: u16, stats64: u16) -> Result<Stats, KernelError> {
+fn best_stats(
+    what: &'static str,
+    t: &AttrTable<'_>,
+    stats: u16,
+    stats64: u16,
+) -> Result<Stats, KernelError> {
     if let Some(v) = t.get(stats64) {
         stats_repr(what, v)
     } else if let Some(v) = t.get(stats) {
@@ -632,7 +738,12 @@ fn best_stats(what: &'static str, t: &AttrTable<'_>, stats: u16, stats64: u16) -
     }
 }
 
-fn nested<'a>(what: &'static str, payload: &'a [u8], kind: u16, name: &str) -> Result<AttrTable<'a>, KernelError> {
+fn nested<'a>(
+    what: &'static str,
+    payload: &'a [u8],
+    kind: u16,
+    name: &str,
+) -> Result<AttrTable<'a>, KernelError> {
     let (_, attrs) = genl_split(what, payload)?;
     let top = AttrTable::parse(what, attrs, cmd_attr::MAX)?;
     let v = top.req(kind, name)?;
@@ -652,7 +763,11 @@ pub fn decode_service(payload: &[u8]) -> Result<KernelService, KernelError> {
     let key = service_key_repr(&t)?;
     let settings = service_settings_repr(&t, key.family())?;
     let stats = best_stats(WHAT, &t, svc_attr::STATS, svc_attr::STATS64)?;
-    Ok(KernelService { service: Service { key, settings }, stats, dests: Vec::new() })
+    Ok(KernelService {
+        service: Service { key, settings },
+        stats,
+        dests: Vec::new(),
+    })
 }
 
 fn dest_key_repr(t: &AttrTable<'_>, svc_family: Family) -> Result<DestKey, KernelError> {
@@ -663,7 +778,11 @@ fn dest_key_repr(t: &AttrTable<'_>, svc_family: Family) -> Result<DestKey, Kerne
         Some(af) => family_from(t.what, af)?,
         None => svc_family,
     };
-    let addr = addr_from(t.what, family, t.req(dest_attr::ADDR, "IPVS_DEST_ATTR_ADDR")?)?;
+    let addr = addr_from(
+        t.what,
+        family,
+        t.req(dest_attr::ADDR, "IPVS_DEST_ATTR_ADDR")?,
+    )?;
     let port = t.be16(dest_attr::PORT, "IPVS_DEST_ATTR_PORT")?;
     Ok(DestKey { addr, port })
 }
@@ -671,25 +790,40 @@ fn dest_key_repr(t: &AttrTable<'_>, svc_family: Family) -> Result<DestKey, Kerne
 fn dest_settings_repr(t: &AttrTable<'_>) -> Result<DestSettings, KernelError> {
     let what = t.what;
     let fwd = t.u32(dest_attr::FWD_METHOD, "IPVS_DEST_ATTR_FWD_METHOD")?;
-    let forward = Forward::from_code(fwd).ok_or_else(|| derr(what, format!("unknown forwarding method {fwd}")))?;
+    let forward = Forward::from_code(fwd)
+        .ok_or_else(|| derr(what, format!("unknown forwarding method {fwd}")))?;
     // The kernel refuses negative weights, so a u32 above i32::MAX cannot
     // come from it; keep the bits rather than fail the whole dump.
     let weight = t.u32(dest_attr::WEIGHT, "IPVS_DEST_ATTR_WEIGHT")? as i32;
     let upper_threshold = t.u32(dest_attr::U_THRESH, "IPVS_DEST_ATTR_U_THRESH")?;
     let lower_threshold = t.u32(dest_attr::L_THRESH, "IPVS_DEST_ATTR_L_THRESH")?;
     let tunnel = if forward == Forward::Tunnel {
-        let kind = t.opt_u8(dest_attr::TUN_TYPE, "IPVS_DEST_ATTR_TUN_TYPE")?.unwrap_or(0);
-        let kind = TunnelType::from_code(kind).ok_or_else(|| derr(what, format!("unknown tunnel type {kind}")))?;
-        let port = t.opt_be16(dest_attr::TUN_PORT, "IPVS_DEST_ATTR_TUN_PORT")?.unwrap_or(0);
-        let flags = t.opt_u16(dest_attr::TUN_FLAGS, "IPVS_DEST_ATTR_TUN_FLAGS")?.unwrap_or(0);
-        let csum = TunnelCsum::from_code(flags).ok_or_else(|| derr(what, format!("unknown tunnel flags {flags:#x}")))?;
+        let kind = t
+            .opt_u8(dest_attr::TUN_TYPE, "IPVS_DEST_ATTR_TUN_TYPE")?
+            .unwrap_or(0);
+        let kind = TunnelType::from_code(kind)
+            .ok_or_else(|| derr(what, format!("unknown tunnel type {kind}")))?;
+        let port = t
+            .opt_be16(dest_attr::TUN_PORT, "IPVS_DEST_ATTR_TUN_PORT")?
+            .unwrap_or(0);
+        let flags = t
+            .opt_u16(dest_attr::TUN_FLAGS, "IPVS_DEST_ATTR_TUN_FLAGS")?
+            .unwrap_or(0);
+        let csum = TunnelCsum::from_code(flags)
+            .ok_or_else(|| derr(what, format!("unknown tunnel flags {flags:#x}")))?;
         Tunnel { kind, port, csum }
     } else {
         // Model: tunnel settings only mean something for Tunnel dests; the
         // kernel keeps whatever it was given, we normalise to the default.
         Tunnel::default()
     };
-    Ok(DestSettings { forward, weight, upper_threshold, lower_threshold, tunnel })
+    Ok(DestSettings {
+        forward,
+        weight,
+        upper_threshold,
+        lower_threshold,
+        tunnel,
+    })
 }
 
 /// Decodes one `IPVS_CMD_NEW_DEST` message of a `GET_DEST` dump.
@@ -701,9 +835,15 @@ pub fn decode_dest(payload: &[u8], svc_family: Family) -> Result<KernelDest, Ker
     let settings = dest_settings_repr(&t)?;
     Ok(KernelDest {
         dest: Destination { key, settings },
-        active_conns: t.opt_u32(dest_attr::ACTIVE_CONNS, "ACTIVE_CONNS")?.unwrap_or(0),
-        inactive_conns: t.opt_u32(dest_attr::INACT_CONNS, "INACT_CONNS")?.unwrap_or(0),
-        persist_conns: t.opt_u32(dest_attr::PERSIST_CONNS, "PERSIST_CONNS")?.unwrap_or(0),
+        active_conns: t
+            .opt_u32(dest_attr::ACTIVE_CONNS, "ACTIVE_CONNS")?
+            .unwrap_or(0),
+        inactive_conns: t
+            .opt_u32(dest_attr::INACT_CONNS, "INACT_CONNS")?
+            .unwrap_or(0),
+        persist_conns: t
+            .opt_u32(dest_attr::PERSIST_CONNS, "PERSIST_CONNS")?
+            .unwrap_or(0),
         stats: best_stats(WHAT, &t, dest_attr::STATS, dest_attr::STATS64)?,
     })
 }
@@ -726,24 +866,41 @@ pub fn decode_config(payload: &[u8]) -> Result<Timeouts, KernelError> {
     let (_, attrs) = genl_split(WHAT, payload)?;
     let t = AttrTable::parse(WHAT, attrs, cmd_attr::MAX)?;
     Ok(Timeouts {
-        tcp: t.opt_u32(cmd_attr::TIMEOUT_TCP, "IPVS_CMD_ATTR_TIMEOUT_TCP")?.unwrap_or(0),
-        tcp_fin: t.opt_u32(cmd_attr::TIMEOUT_TCP_FIN, "IPVS_CMD_ATTR_TIMEOUT_TCP_FIN")?.unwrap_or(0),
-        udp: t.opt_u32(cmd_attr::TIMEOUT_UDP, "IPVS_CMD_ATTR_TIMEOUT_UDP")?.unwrap_or(0),
+        tcp: t
+            .opt_u32(cmd_attr::TIMEOUT_TCP, "IPVS_CMD_ATTR_TIMEOUT_TCP")?
+            .unwrap_or(0),
+        tcp_fin: t
+            .opt_u32(cmd_attr::TIMEOUT_TCP_FIN, "IPVS_CMD_ATTR_TIMEOUT_TCP_FIN")?
+            .unwrap_or(0),
+        udp: t
+            .opt_u32(cmd_attr::TIMEOUT_UDP, "IPVS_CMD_ATTR_TIMEOUT_UDP")?
+            .unwrap_or(0),
     })
+}
+
+/// `IPVS_DAEMON_ATTR_STATE`: IP_VS_STATE_MASTER (1) / IP_VS_STATE_BACKUP (2).
+fn role_repr(t: &AttrTable<'_>) -> Result<SyncRole, KernelError> {
+    match t.u32(daemon_attr::STATE, "IPVS_DAEMON_ATTR_STATE")? {
+        1 => Ok(SyncRole::Master),
+        2 => Ok(SyncRole::Backup),
+        s => Err(derr(t.what, format!("unknown daemon state {s}"))),
+    }
 }
 
 fn daemon_repr(t: &AttrTable<'_>) -> Result<SyncDaemon, KernelError> {
     let what = t.what;
-    let state = t.u32(daemon_attr::STATE, "IPVS_DAEMON_ATTR_STATE")?;
-    let role = match state {
-        1 => SyncRole::Master,
-        2 => SyncRole::Backup,
-        s => return Err(derr(what, format!("unknown daemon state {s}"))),
-    };
-    let mcast_ifn = t.string(daemon_attr::MCAST_IFN, "IPVS_DAEMON_ATTR_MCAST_IFN")?.unwrap_or_default();
-    let syncid = t.opt_u32(daemon_attr::SYNC_ID, "IPVS_DAEMON_ATTR_SYNC_ID")?.unwrap_or(0);
-    let syncid = u8::try_from(syncid).map_err(|_| derr(what, format!("sync id {syncid} above 255")))?;
-    let mcast_group = if let Some(b) = t.fixed::<16>(daemon_attr::MCAST_GROUP6, "IPVS_DAEMON_ATTR_MCAST_GROUP6")? {
+    let role = role_repr(t)?;
+    let mcast_ifn = t
+        .string(daemon_attr::MCAST_IFN, "IPVS_DAEMON_ATTR_MCAST_IFN")?
+        .unwrap_or_default();
+    let syncid = t
+        .opt_u32(daemon_attr::SYNC_ID, "IPVS_DAEMON_ATTR_SYNC_ID")?
+        .unwrap_or(0);
+    let syncid =
+        u8::try_from(syncid).map_err(|_| derr(what, format!("sync id {syncid} above 255")))?;
+    let mcast_group = if let Some(b) =
+        t.fixed::<16>(daemon_attr::MCAST_GROUP6, "IPVS_DAEMON_ATTR_MCAST_GROUP6")?
+    {
         Some(IpAddr::V6(Ipv6Addr::from(b)))
     } else {
         t.fixed::<4>(daemon_attr::MCAST_GROUP, "IPVS_DAEMON_ATTR_MCAST_GROUP")?
@@ -753,16 +910,27 @@ fn daemon_repr(t: &AttrTable<'_>) -> Result<SyncDaemon, KernelError> {
         role,
         mcast_ifn,
         syncid,
-        sync_maxlen: t.opt_u16(daemon_attr::SYNC_MAXLEN, "IPVS_DAEMON_ATTR_SYNC_MAXLEN")?.unwrap_or(0),
+        sync_maxlen: t
+            .opt_u16(daemon_attr::SYNC_MAXLEN, "IPVS_DAEMON_ATTR_SYNC_MAXLEN")?
+            .unwrap_or(0),
         mcast_group,
-        mcast_port: t.opt_u16(daemon_attr::MCAST_PORT, "IPVS_DAEMON_ATTR_MCAST_PORT")?.unwrap_or(0),
-        mcast_ttl: t.opt_u8(daemon_attr::MCAST_TTL, "IPVS_DAEMON_ATTR_MCAST_TTL")?.unwrap_or(0),
+        mcast_port: t
+            .opt_u16(daemon_attr::MCAST_PORT, "IPVS_DAEMON_ATTR_MCAST_PORT")?
+            .unwrap_or(0),
+        mcast_ttl: t
+            .opt_u8(daemon_attr::MCAST_TTL, "IPVS_DAEMON_ATTR_MCAST_TTL")?
+            .unwrap_or(0),
     })
 }
 
 /// Decodes one `IPVS_CMD_NEW_DAEMON` message of a `GET_DAEMON` dump.
 pub fn decode_daemon(payload: &[u8]) -> Result<SyncDaemon, KernelError> {
-    let t = nested("sync daemon dump", payload, cmd_attr::DAEMON, "IPVS_CMD_ATTR_DAEMON")?;
+    let t = nested(
+        "sync daemon dump",
+        payload,
+        cmd_attr::DAEMON,
+        "IPVS_CMD_ATTR_DAEMON",
+    )?;
     daemon_repr(&t)
 }
 
@@ -775,15 +943,26 @@ pub fn decode_request(payload: &[u8], flags: u16) -> Result<Request, KernelError
     let (c, attrs) = genl_split(WHAT, payload)?;
     let top = AttrTable::parse(WHAT, attrs, cmd_attr::MAX)?;
     let svc = || -> Result<AttrTable<'_>, KernelError> {
-        AttrTable::parse(WHAT, top.req(cmd_attr::SERVICE, "IPVS_CMD_ATTR_SERVICE")?, svc_attr::MAX)
+        AttrTable::parse(
+            WHAT,
+            top.req(cmd_attr::SERVICE, "IPVS_CMD_ATTR_SERVICE")?,
+            svc_attr::MAX,
+        )
     };
     let dst = || -> Result<AttrTable<'_>, KernelError> {
-        AttrTable::parse(WHAT, top.req(cmd_attr::DEST, "IPVS_CMD_ATTR_DEST")?, dest_attr::MAX)
+        AttrTable::parse(
+            WHAT,
+            top.req(cmd_attr::DEST, "IPVS_CMD_ATTR_DEST")?,
+            dest_attr::MAX,
+        )
     };
     let full_service = || -> Result<Service, KernelError> {
         let t = svc()?;
         let key = service_key_repr(&t)?;
-        Ok(Service { key, settings: service_settings_repr(&t, key.family())? })
+        Ok(Service {
+            key,
+            settings: service_settings_repr(&t, key.family())?,
+        })
     };
     let key = || -> Result<ServiceKey, KernelError> { service_key_repr(&svc()?) };
     let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
@@ -801,7 +980,10 @@ pub fn decode_request(payload: &[u8], flags: u16) -> Result<Request, KernelError
         cmd::NEW_DEST | cmd::SET_DEST => {
             let service = key()?;
             let t = dst()?;
-            let dest = Destination { key: dest_key_repr(&t, service.family())?, settings: dest_settings_repr(&t)? };
+            let dest = Destination {
+                key: dest_key_repr(&t, service.family())?,
+                settings: dest_settings_repr(&t)?,
+            };
             if c == cmd::NEW_DEST {
                 Request::NewDest { service, dest }
             } else {
@@ -810,25 +992,43 @@ pub fn decode_request(payload: &[u8], flags: u16) -> Result<Request, KernelError
         }
         cmd::DEL_DEST => {
             let service = key()?;
-            Request::DelDest { service, dest: dest_key_repr(&dst()?, service.family())? }
-        }
-        cmd::NEW_DAEMON | cmd::DEL_DAEMON => {
-            let t = AttrTable::parse(WHAT, top.req(cmd_attr::DAEMON, "IPVS_CMD_ATTR_DAEMON")?, daemon_attr::MAX)?;
-            let d = daemon_repr(&t)?;
-            if c == cmd::NEW_DAEMON {
-                Request::NewDaemon(d)
-            } else {
-                Request::DelDaemon(d)
+            Request::DelDest {
+                service,
+                dest: dest_key_repr(&dst()?, service.family())?,
             }
         }
-        other => return Err(derr(WHAT, format!("unsupported command {other} (flags {flags:#x})"))),
+        cmd::NEW_DAEMON | cmd::DEL_DAEMON => {
+            let t = AttrTable::parse(
+                WHAT,
+                top.req(cmd_attr::DAEMON, "IPVS_CMD_ATTR_DAEMON")?,
+                daemon_attr::MAX,
+            )?;
+            if c == cmd::NEW_DAEMON {
+                Request::NewDaemon(daemon_repr(&t)?)
+            } else {
+                Request::DelDaemon(role_repr(&t)?)
+            }
+        }
+        other => {
+            return Err(derr(
+                WHAT,
+                format!("unsupported command {other} (flags {flags:#x})"),
+            ))
+        }
     })
 }
 
 /// `CTRL_CMD_GETFAMILY` for "IPVS" (include/uapi/linux/genetlink.h):
 /// `CTRL_ATTR_FAMILY_NAME` as a NUL-terminated string.
 pub fn encode_get_family(w: &mut Writer, seq: u32, pid: u32) -> Result<(), EncodeError> {
-    let start = w.begin_genl(nl::GENL_ID_CTRL, NLM_F_REQUEST | NLM_F_ACK, seq, pid, nl::CTRL_CMD_GETFAMILY, 1);
+    let start = w.begin_genl(
+        nl::GENL_ID_CTRL,
+        NLM_F_REQUEST | NLM_F_ACK,
+        seq,
+        pid,
+        nl::CTRL_CMD_GETFAMILY,
+        1,
+    );
     w.put_str(nl::CTRL_ATTR_FAMILY_NAME, IPVS_GENL_NAME)?;
     w.end_msg(start)?;
     Ok(())
@@ -839,6 +1039,10 @@ pub fn encode_get_family(w: &mut Writer, seq: u32, pid: u32) -> Result<(), Encod
 pub fn decode_family_id(payload: &[u8]) -> Result<u16, KernelError> {
     const WHAT: &str = "generic netlink family lookup";
     let (_, attrs) = genl_split(WHAT, payload)?;
-    let t = AttrTable::parse(WHAT, attrs, nl::CTRL_ATTR_FAMILY_ID.max(nl::CTRL_ATTR_FAMILY_NAME))?;
+    let t = AttrTable::parse(
+        WHAT,
+        attrs,
+        nl::CTRL_ATTR_FAMILY_ID.max(nl::CTRL_ATTR_FAMILY_NAME),
+    )?;
     t.u16(nl::CTRL_ATTR_FAMILY_ID, "CTRL_ATTR_FAMILY_ID")
 }

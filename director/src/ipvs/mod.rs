@@ -33,4 +33,6 @@ mod socket;
 pub use socket::{AckMode, IpvsSocket};
 
 #[cfg(test)]
+mod lab;
+#[cfg(test)]
 mod tests;

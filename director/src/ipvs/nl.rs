@@ -27,8 +27,8 @@
 //! ```
 
 pub use netlink_packet_core::{
-    NLA_F_NESTED, NLA_TYPE_MASK, NLMSG_DONE, NLMSG_ERROR, NLM_F_ACK, NLM_F_ACK_TLVS, NLM_F_CAPPED, NLM_F_DUMP,
-    NLM_F_REQUEST,
+    NLA_F_NESTED, NLA_TYPE_MASK, NLMSG_DONE, NLMSG_ERROR, NLM_F_ACK, NLM_F_ACK_TLVS, NLM_F_CAPPED,
+    NLM_F_DUMP, NLM_F_REQUEST,
 };
 pub use netlink_packet_generic::constants::{
     CTRL_ATTR_FAMILY_ID, CTRL_ATTR_FAMILY_NAME, CTRL_CMD_GETFAMILY, GENL_HDRLEN, GENL_ID_CTRL,
@@ -116,7 +116,13 @@ impl<'a> Iterator for MsgIter<'a> {
             Some(Err(FrameError(why)))
         };
         let Some(header) = MsgHeader::parse(rest) else {
-            return fail(self, format!("{} trailing bytes, shorter than a netlink header", rest.len()));
+            return fail(
+                self,
+                format!(
+                    "{} trailing bytes, shorter than a netlink header",
+                    rest.len()
+                ),
+            );
         };
         let len = header.len as usize;
         if len < NLMSG_HDRLEN || len > rest.len() {
@@ -147,9 +153,9 @@ pub struct ErrorMsg {
 
 impl ErrorMsg {
     pub fn parse(header: &MsgHeader, p: &[u8]) -> Result<ErrorMsg, FrameError> {
-        let error = read_u32(p, 0)
-            .map(|v| v as i32)
-            .ok_or_else(|| FrameError(format!("NLMSG_ERROR payload of {} bytes, need 4", p.len())))?;
+        let error = read_u32(p, 0).map(|v| v as i32).ok_or_else(|| {
+            FrameError(format!("NLMSG_ERROR payload of {} bytes, need 4", p.len()))
+        })?;
         let request = p.get(4..).and_then(MsgHeader::parse);
         let mut ext_msg = None;
         if header.flags & NLM_F_ACK_TLVS != 0 {
@@ -166,7 +172,11 @@ impl ErrorMsg {
                 }
             }
         }
-        Ok(ErrorMsg { error, request, ext_msg })
+        Ok(ErrorMsg {
+            error,
+            request,
+            ext_msg,
+        })
     }
 }
 
@@ -221,7 +231,10 @@ impl<'a> Iterator for AttrIter<'a> {
             ))));
         };
         self.pos = self.pos.saturating_add(align4(len));
-        Some(Ok(Attr { kind: kind & NLA_TYPE_MASK, value }))
+        Some(Ok(Attr {
+            kind: kind & NLA_TYPE_MASK,
+            value,
+        }))
     }
 }
 
@@ -243,7 +256,15 @@ impl Writer {
 
     /// Starts a generic netlink message; returns its start offset for
     /// [`Writer::end_msg`].
-    pub fn begin_genl(&mut self, family: u16, flags: u16, seq: u32, pid: u32, cmd: u8, version: u8) -> usize {
+    pub fn begin_genl(
+        &mut self,
+        family: u16,
+        flags: u16,
+        seq: u32,
+        pid: u32,
+        cmd: u8,
+        version: u8,
+    ) -> usize {
         let start = self.buf.len();
         self.buf.extend_from_slice(&0u32.to_ne_bytes());
         self.buf.extend_from_slice(&family.to_ne_bytes());

@@ -63,7 +63,10 @@ pub struct IpvsSocket {
 }
 
 fn io_err(what: &str, e: io::Error) -> KernelError {
-    KernelError::Io { what: what.to_string(), detail: e.to_string() }
+    KernelError::Io {
+        what: what.to_string(),
+        detail: e.to_string(),
+    }
 }
 
 /// The errno of an NLMSG_ERROR, with strerror and the kernel's extended
@@ -74,11 +77,18 @@ fn refused(what: &str, e: &ErrorMsg) -> KernelError {
     if let Some(m) = e.ext_msg.as_deref().filter(|m| !m.is_empty()) {
         message = format!("{message}; kernel says: {m}");
     }
-    KernelError::Refused { what: what.to_string(), errno, message }
+    KernelError::Refused {
+        what: what.to_string(),
+        errno,
+        message,
+    }
 }
 
 fn decode_frame(what: &str, e: super::nl::FrameError) -> KernelError {
-    KernelError::Decode { what: what.to_string(), detail: e.0 }
+    KernelError::Decode {
+        what: what.to_string(),
+        detail: e.0,
+    }
 }
 
 impl IpvsSocket {
@@ -88,7 +98,8 @@ impl IpvsSocket {
         const WHAT: &str = "opening the generic netlink socket";
         let mut sock = Socket::new(NETLINK_GENERIC).map_err(|e| io_err(WHAT, e))?;
         let addr = sock.bind_auto().map_err(|e| io_err(WHAT, e))?;
-        sock.connect(&SocketAddr::new(0, 0)).map_err(|e| io_err(WHAT, e))?;
+        sock.connect(&SocketAddr::new(0, 0))
+            .map_err(|e| io_err(WHAT, e))?;
         // Best effort: older kernels lack these, and a smaller buffer only
         // means a smaller window.
         let _ = sock.set_rx_buf_sz(RCVBUF_WANTED);
@@ -164,7 +175,9 @@ impl IpvsSocket {
             let cap = self.rbuf.capacity();
             match self.sock.recv(&mut self.rbuf, flags | libc::MSG_TRUNC) {
                 Ok(n) if n > cap => {
-                    return Err(io::Error::other(format!("netlink datagram of {n} bytes truncated to {cap}")))
+                    return Err(io::Error::other(format!(
+                        "netlink datagram of {n} bytes truncated to {cap}"
+                    )))
                 }
                 Ok(_) => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -177,8 +190,10 @@ impl IpvsSocket {
         const WHAT: &str = "looking up generic netlink family \"IPVS\"";
         let seq = self.next_seq();
         let mut w = Writer::new();
-        codec::encode_get_family(&mut w, seq, self.pid)
-            .map_err(|e| KernelError::Decode { what: WHAT.into(), detail: e.0 })?;
+        codec::encode_get_family(&mut w, seq, self.pid).map_err(|e| KernelError::Decode {
+            what: WHAT.into(),
+            detail: e.0,
+        })?;
         self.send(WHAT, &w.buf)?;
         let mut family = None;
         loop {
@@ -190,7 +205,8 @@ impl IpvsSocket {
                 }
                 match m.header.kind {
                     NLMSG_ERROR => {
-                        let e = ErrorMsg::parse(&m.header, m.payload).map_err(|e| decode_frame(WHAT, e))?;
+                        let e = ErrorMsg::parse(&m.header, m.payload)
+                            .map_err(|e| decode_frame(WHAT, e))?;
                         return match (e.error, family) {
                             (0, Some(f)) => Ok(f),
                             (0, None) => Err(KernelError::Decode {
@@ -223,7 +239,11 @@ impl IpvsSocket {
         // A dump is ended by NLMSG_DONE; the kernel never ACKs a dump
         // (netlink_dump_start returns -EINTR to skip the ack).
         codec::encode(&mut w, self.family, seq, self.pid, !req.is_dump(), req).map_err(|e| {
-            KernelError::Refused { what: what.to_string(), errno: libc::EINVAL, message: e.0 }
+            KernelError::Refused {
+                what: what.to_string(),
+                errno: libc::EINVAL,
+                message: e.0,
+            }
         })?;
         self.send(what, &w.buf)?;
         // Decode errors are remembered, not returned at once: the rest of
@@ -262,9 +282,16 @@ impl IpvsSocket {
                     NLMSG_DONE => {
                         done = true;
                         // The DONE payload is the dump's final int status.
-                        let status = m.payload.get(..4).map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+                        let status = m
+                            .payload
+                            .get(..4)
+                            .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
                         if let Some(s) = status.filter(|s| *s < 0) {
-                            let e = ErrorMsg { error: s, request: None, ext_msg: None };
+                            let e = ErrorMsg {
+                                error: s,
+                                request: None,
+                                ext_msg: None,
+                            };
                             first_err.get_or_insert(refused(what, &e));
                         }
                     }
@@ -299,7 +326,12 @@ impl IpvsSocket {
     }
 
     /// Sends one batch (`ops[idx]` for each index) and fills `results`.
-    fn apply_batch(&mut self, ops: &[IpvsOp], idx: &[usize], results: &mut [Option<Result<(), KernelError>>]) {
+    fn apply_batch(
+        &mut self,
+        ops: &[IpvsOp],
+        idx: &[usize],
+        results: &mut [Option<Result<(), KernelError>>],
+    ) {
         if idx.is_empty() {
             return;
         }
@@ -308,14 +340,23 @@ impl IpvsSocket {
             self.seq = 0;
         }
         let first = self.seq.wrapping_add(1);
-        let mut w = Writer { buf: Vec::with_capacity(SEND_BYTES + 1024) };
+        let mut w = Writer {
+            buf: Vec::with_capacity(SEND_BYTES + 1024),
+        };
         let mut last_start = 0;
         let mut sent: Vec<usize> = Vec::with_capacity(idx.len());
         for &i in idx {
             let Some(op) = ops.get(i) else { continue };
             let seq = first.wrapping_add(sent.len() as u32);
             let start = w.buf.len();
-            match codec::encode(&mut w, self.family, seq, self.pid, self.ack_mode == AckMode::Every, &Request::from_op(op)) {
+            match codec::encode(
+                &mut w,
+                self.family,
+                seq,
+                self.pid,
+                self.ack_mode == AckMode::Every,
+                &Request::from_op(op),
+            ) {
                 Ok(()) => {
                     sent.push(i);
                     last_start = start;
@@ -347,7 +388,10 @@ impl IpvsSocket {
         if let Err(e) = self.send("sending IPVS requests", &w.buf) {
             for &i in &sent {
                 if let (Some(r), KernelError::Io { detail, .. }) = (results.get_mut(i), &e) {
-                    *r = Some(Err(KernelError::Io { what: what(i), detail: detail.clone() }));
+                    *r = Some(Err(KernelError::Io {
+                        what: what(i),
+                        detail: detail.clone(),
+                    }));
                 }
             }
             return;
@@ -431,7 +475,10 @@ impl IpvsKernel for IpvsSocket {
             info = Some(codec::decode_info(p)?);
             Ok(())
         })?;
-        info.ok_or_else(|| KernelError::Decode { what: "getting IPVS info".into(), detail: "no reply".into() })
+        info.ok_or_else(|| KernelError::Decode {
+            what: "getting IPVS info".into(),
+            detail: "no reply".into(),
+        })
     }
 
     fn dump(&mut self) -> Result<KernelTable, KernelError> {
@@ -466,7 +513,10 @@ impl IpvsKernel for IpvsSocket {
             .into_iter()
             .map(|r| {
                 r.unwrap_or_else(|| {
-                    Err(KernelError::Io { what: "applying IPVS ops".into(), detail: "no result".into() })
+                    Err(KernelError::Io {
+                        what: "applying IPVS ops".into(),
+                        detail: "no result".into(),
+                    })
                 })
             })
             .collect()
@@ -482,7 +532,10 @@ impl IpvsKernel for IpvsSocket {
             t = Some(codec::decode_config(p)?);
             Ok(())
         })?;
-        t.ok_or_else(|| KernelError::Decode { what: "getting IPVS timeouts".into(), detail: "no reply".into() })
+        t.ok_or_else(|| KernelError::Decode {
+            what: "getting IPVS timeouts".into(),
+            detail: "no reply".into(),
+        })
     }
 
     fn set_timeouts(&mut self, t: Timeouts) -> Result<(), KernelError> {
@@ -505,6 +558,6 @@ impl IpvsKernel for IpvsSocket {
 
     fn stop_sync_daemon(&mut self, d: &SyncDaemon) -> Result<(), KernelError> {
         let what = format!("stopping the {:?} sync daemon", d.role);
-        self.transact(&what, &Request::DelDaemon(d.clone()), |_| Ok(()))
+        self.transact(&what, &Request::DelDaemon(d.role), |_| Ok(()))
     }
 }
