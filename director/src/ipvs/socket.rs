@@ -1,0 +1,563 @@
+//! [`IpvsSocket`]: the real [`IpvsKernel`] over a synchronous generic
+//! netlink socket (netlink-sys, no unsafe here).
+//!
+//! Batching. Generic netlink processes a sendmsg synchronously in the
+//! sender's context (netlink_unicast_kernel -> genl_rcv -> netlink_rcv_skb),
+//! one message after the other, queueing each reply on our socket. So we
+//! pack up to `window` requests (and at most [`SEND_BYTES`]) into one
+//! sendmsg, each with its own sequence number, and then read the replies.
+//! netlink_rcv_skb() always answers a failed request with NLMSG_ERROR
+//! (negative errno) and a successful one only if it asked for NLM_F_ACK; we
+//! ask for the ACK on the last message of the batch only (see
+//! [`AckMode`]), so a batch of N successful ops costs one sendmsg and one
+//! recvmsg instead of N of each. A request with no error before that final
+//! ACK succeeded: the kernel answers in order.
+//!
+//! The window is sized so that even if every request in it fails, all the
+//! NLMSG_ERROR skbs fit in the socket's receive buffer: if they did not, the
+//! kernel would drop them (netlink_overrun, ENOBUFS on our next recv) and
+//! we could not tell which ops failed. Should that still happen the ops
+//! without a known outcome are reported as `KernelError::Io` ("outcome
+//! unknown") and the window is halved; the reconciler's next dump repairs.
+
+use super::codec::{self, Request};
+use super::nl::{ErrorMsg, MsgIter, Writer, NLMSG_DONE, NLMSG_ERROR, NLM_F_ACK};
+use crate::kernel::{IpvsKernel, KernelError};
+use crate::model::*;
+use netlink_sys::{protocols::NETLINK_GENERIC, Socket, SocketAddr};
+use std::io;
+
+/// Bytes of requests per sendmsg.
+pub const SEND_BYTES: usize = 64 * 1024;
+/// What we ask for with SO_RCVBUF; the kernel caps it at
+/// net.core.rmem_max (and doubles it for bookkeeping).
+const RCVBUF_WANTED: i32 = 8 * 1024 * 1024;
+/// Upper bound of the truesize of one NLMSG_ERROR skb with NETLINK_CAP_ACK
+/// and a short extended-ack message (~36..300 bytes of data in a small
+/// kmalloc head plus struct sk_buff and skb_shared_info).
+const ERR_SKB_TRUESIZE: usize = 1280;
+/// A dump datagram is at most 32 KiB (netlink_dump's max_recvmsg_len cap);
+/// a larger buffer costs nothing.
+const RECV_BUF: usize = 128 * 1024;
+const MAX_WINDOW: usize = 4096;
+const MIN_WINDOW: usize = 8;
+
+/// Which requests of a batch carry NLM_F_ACK.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckMode {
+    /// Only the last one: successes are silent (fastest, the default).
+    Last,
+    /// Every one, like ipvsadm: one NLMSG_ERROR(0) per successful op.
+    Every,
+}
+
+/// The "IPVS" generic netlink family on a netlink socket.
+pub struct IpvsSocket {
+    sock: Socket,
+    family: u16,
+    pid: u32,
+    seq: u32,
+    rbuf: Vec<u8>,
+    window: usize,
+    ack_mode: AckMode,
+}
+
+fn io_err(what: &str, e: io::Error) -> KernelError {
+    KernelError::Io {
+        what: what.to_string(),
+        detail: e.to_string(),
+    }
+}
+
+/// The errno of an NLMSG_ERROR, with strerror and the kernel's extended
+/// ack message if any.
+fn refused(what: &str, e: &ErrorMsg) -> KernelError {
+    let errno = e.error.checked_neg().unwrap_or(i32::MAX);
+    let mut message = io::Error::from_raw_os_error(errno).to_string();
+    if let Some(m) = e.ext_msg.as_deref().filter(|m| !m.is_empty()) {
+        message = format!("{message}; kernel says: {m}");
+    }
+    KernelError::Refused {
+        what: what.to_string(),
+        errno,
+        message,
+    }
+}
+
+fn decode_frame(what: &str, e: super::nl::FrameError) -> KernelError {
+    KernelError::Decode {
+        what: what.to_string(),
+        detail: e.0,
+    }
+}
+
+impl IpvsSocket {
+    /// Opens a socket and resolves the "IPVS" family
+    /// (`KernelError::Unavailable` when the kernel has no IPVS).
+    pub fn open() -> Result<IpvsSocket, KernelError> {
+        const WHAT: &str = "opening the generic netlink socket";
+        let mut sock = Socket::new(NETLINK_GENERIC).map_err(|e| io_err(WHAT, e))?;
+        let addr = sock.bind_auto().map_err(|e| io_err(WHAT, e))?;
+        sock.connect(&SocketAddr::new(0, 0))
+            .map_err(|e| io_err(WHAT, e))?;
+        // Best effort: older kernels lack these, and a smaller buffer only
+        // means a smaller window.
+        let _ = sock.set_rx_buf_sz(RCVBUF_WANTED);
+        // NETLINK_EXT_ACK: the kernel's reason text in NLMSGERR_ATTR_MSG.
+        let _ = sock.set_ext_ack(true);
+        // NETLINK_CAP_ACK: errors do not echo our whole request back, which
+        // keeps each error skb small.
+        let _ = sock.set_cap_ack(true);
+        let rcvbuf = sock.get_rx_buf_sz().unwrap_or(0);
+        let mut s = IpvsSocket {
+            sock,
+            family: 0,
+            pid: addr.port_number(),
+            seq: 0,
+            rbuf: Vec::with_capacity(RECV_BUF),
+            window: window_for(rcvbuf),
+            ack_mode: AckMode::Last,
+        };
+        s.family = s.resolve_family()?;
+        Ok(s)
+    }
+
+    /// The resolved generic netlink id of "IPVS".
+    pub fn family_id(&self) -> u16 {
+        self.family
+    }
+
+    /// Requests per sendmsg in [`IpvsKernel::apply`].
+    pub fn window(&self) -> usize {
+        self.window
+    }
+
+    /// Overrides the batch size (clamped to at least 1; tests and
+    /// benchmarks).
+    pub fn set_window(&mut self, n: usize) {
+        self.window = n.max(1);
+    }
+
+    pub fn set_ack_mode(&mut self, m: AckMode) {
+        self.ack_mode = m;
+    }
+
+    fn next_seq(&mut self) -> u32 {
+        self.seq = self.seq.wrapping_add(1);
+        if self.seq == 0 {
+            self.seq = 1;
+        }
+        self.seq
+    }
+
+    fn send(&self, what: &str, buf: &[u8]) -> Result<(), KernelError> {
+        loop {
+            match self.sock.send(buf, 0) {
+                Ok(n) if n == buf.len() => return Ok(()),
+                Ok(n) => {
+                    return Err(KernelError::Io {
+                        what: what.to_string(),
+                        detail: format!("short netlink send: {n} of {} bytes", buf.len()),
+                    })
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(io_err(what, e)),
+            }
+        }
+    }
+
+    /// One datagram into `self.rbuf` (EINTR retried). `MSG_TRUNC` makes
+    /// the kernel report the real size, so truncation is detected.
+    fn recv(&mut self, flags: libc::c_int) -> io::Result<()> {
+        loop {
+            self.rbuf.clear();
+            self.rbuf.reserve(RECV_BUF);
+            let cap = self.rbuf.capacity();
+            match self.sock.recv(&mut self.rbuf, flags | libc::MSG_TRUNC) {
+                Ok(n) if n > cap => {
+                    return Err(io::Error::other(format!(
+                        "netlink datagram of {n} bytes truncated to {cap}"
+                    )))
+                }
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn resolve_family(&mut self) -> Result<u16, KernelError> {
+        const WHAT: &str = "looking up generic netlink family \"IPVS\"";
+        let seq = self.next_seq();
+        let mut w = Writer::new();
+        codec::encode_get_family(&mut w, seq, self.pid).map_err(|e| KernelError::Decode {
+            what: WHAT.into(),
+            detail: e.0,
+        })?;
+        self.send(WHAT, &w.buf)?;
+        let mut family = None;
+        loop {
+            self.recv(0).map_err(|e| io_err(WHAT, e))?;
+            for m in MsgIter::new(&self.rbuf) {
+                let m = m.map_err(|e| decode_frame(WHAT, e))?;
+                if m.header.seq != seq {
+                    continue;
+                }
+                match m.header.kind {
+                    NLMSG_ERROR => {
+                        let e = ErrorMsg::parse(&m.header, m.payload)
+                            .map_err(|e| decode_frame(WHAT, e))?;
+                        return match (e.error, family) {
+                            (0, Some(f)) => Ok(f),
+                            (0, None) => Err(KernelError::Decode {
+                                what: WHAT.into(),
+                                detail: "acknowledged without a family id".into(),
+                            }),
+                            // genl_ctrl: no such family.
+                            (e, _) if e == -libc::ENOENT => Err(KernelError::Unavailable),
+                            _ => Err(refused(WHAT, &e)),
+                        };
+                    }
+                    NLMSG_DONE => {}
+                    _ => family = Some(codec::decode_family_id(m.payload)?),
+                }
+            }
+        }
+    }
+
+    /// One request and its replies: calls `each` with every reply payload
+    /// (genl header + attributes) until the terminating NLMSG_DONE (dumps)
+    /// or ACK (everything else, sent with NLM_F_ACK).
+    fn transact(
+        &mut self,
+        what: &str,
+        req: &Request,
+        mut each: impl FnMut(&[u8]) -> Result<(), KernelError>,
+    ) -> Result<(), KernelError> {
+        let seq = self.next_seq();
+        let mut w = Writer::new();
+        // A dump is ended by NLMSG_DONE; the kernel never ACKs a dump
+        // (netlink_dump_start returns -EINTR to skip the ack).
+        codec::encode(&mut w, self.family, seq, self.pid, !req.is_dump(), req).map_err(|e| {
+            KernelError::Refused {
+                what: what.to_string(),
+                errno: libc::EINVAL,
+                message: e.0,
+            }
+        })?;
+        self.send(what, &w.buf)?;
+        // Decode errors are remembered, not returned at once: the rest of
+        // the dump must still be drained so the next request on this
+        // socket does not read it.
+        let mut first_err: Option<KernelError> = None;
+        loop {
+            self.recv(0).map_err(|e| io_err(what, e))?;
+            let mut done = false;
+            for m in MsgIter::new(&self.rbuf) {
+                let m = match m {
+                    Ok(m) => m,
+                    Err(e) => {
+                        first_err.get_or_insert(decode_frame(what, e));
+                        break;
+                    }
+                };
+                // Replies to earlier requests (e.g. after an ENOBUFS) are
+                // not ours.
+                if m.header.seq != seq {
+                    continue;
+                }
+                match m.header.kind {
+                    NLMSG_ERROR => {
+                        done = true;
+                        match ErrorMsg::parse(&m.header, m.payload) {
+                            Ok(e) if e.error == 0 => {}
+                            Ok(e) => {
+                                first_err.get_or_insert(refused(what, &e));
+                            }
+                            Err(e) => {
+                                first_err.get_or_insert(decode_frame(what, e));
+                            }
+                        }
+                    }
+                    NLMSG_DONE => {
+                        done = true;
+                        // The DONE payload is the dump's final int status.
+                        let status = m
+                            .payload
+                            .get(..4)
+                            .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+                        if let Some(s) = status.filter(|s| *s < 0) {
+                            let e = ErrorMsg {
+                                error: s,
+                                request: None,
+                                ext_msg: None,
+                            };
+                            first_err.get_or_insert(refused(what, &e));
+                        }
+                    }
+                    _ => {
+                        if first_err.is_none() {
+                            if let Err(e) = each(m.payload) {
+                                first_err = Some(e);
+                            }
+                        }
+                    }
+                }
+            }
+            if done {
+                return match first_err {
+                    Some(e) => Err(e),
+                    None => Ok(()),
+                };
+            }
+        }
+    }
+
+    /// `GET_DEST` dump of one service.
+    fn dests_of(&mut self, key: ServiceKey) -> Result<Vec<KernelDest>, KernelError> {
+        let what = format!("dumping destinations of service {key}");
+        let mut dests = Vec::new();
+        let fam = key.family();
+        self.transact(&what, &Request::DumpDests(key), |p| {
+            dests.push(codec::decode_dest(p, fam)?);
+            Ok(())
+        })?;
+        Ok(dests)
+    }
+
+    /// Sends one batch (`ops[idx]` for each index) and fills `results`.
+    fn apply_batch(
+        &mut self,
+        ops: &[IpvsOp],
+        idx: &[usize],
+        results: &mut [Option<Result<(), KernelError>>],
+    ) {
+        if idx.is_empty() {
+            return;
+        }
+        // Sequence numbers first..first+n, no wrap inside a batch.
+        if self.seq > u32::MAX - (MAX_WINDOW as u32) * 2 {
+            self.seq = 0;
+        }
+        let first = self.seq.wrapping_add(1);
+        let mut w = Writer {
+            buf: Vec::with_capacity(SEND_BYTES + 1024),
+        };
+        let mut last_start = 0;
+        let mut sent: Vec<usize> = Vec::with_capacity(idx.len());
+        for &i in idx {
+            let Some(op) = ops.get(i) else { continue };
+            let seq = first.wrapping_add(sent.len() as u32);
+            let start = w.buf.len();
+            match codec::encode(
+                &mut w,
+                self.family,
+                seq,
+                self.pid,
+                self.ack_mode == AckMode::Every,
+                &Request::from_op(op),
+            ) {
+                Ok(()) => {
+                    sent.push(i);
+                    last_start = start;
+                }
+                // Not sendable (a name too long for the kernel's fixed
+                // arrays): the kernel would say EINVAL, so do we.
+                Err(e) => {
+                    if let Some(r) = results.get_mut(i) {
+                        *r = Some(Err(KernelError::Refused {
+                            what: op.to_string(),
+                            errno: libc::EINVAL,
+                            message: format!("{} (not sent)", e.0),
+                        }))
+                    }
+                }
+            }
+        }
+        if sent.is_empty() {
+            return;
+        }
+        self.seq = first.wrapping_add(sent.len() as u32 - 1);
+        let last_seq = self.seq;
+        // NLM_F_ACK on the last message: nlmsg_flags is at offset 6.
+        if let Some(f) = w.buf.get_mut(last_start + 6..last_start + 8) {
+            let flags = u16::from_ne_bytes([f[0], f[1]]) | NLM_F_ACK;
+            f.copy_from_slice(&flags.to_ne_bytes());
+        }
+        let what = |i: usize| ops.get(i).map(|o| o.to_string()).unwrap_or_default();
+        if let Err(e) = self.send("sending IPVS requests", &w.buf) {
+            for &i in &sent {
+                if let (Some(r), KernelError::Io { detail, .. }) = (results.get_mut(i), &e) {
+                    *r = Some(Err(KernelError::Io {
+                        what: what(i),
+                        detail: detail.clone(),
+                    }));
+                }
+            }
+            return;
+        }
+        let mut answered = 0usize;
+        let mut lost: Option<String> = None;
+        let mut flags = 0;
+        'recv: loop {
+            if let Err(e) = self.recv(flags) {
+                if e.kind() == io::ErrorKind::WouldBlock {
+                    break 'recv;
+                }
+                // ENOBUFS: some answers were dropped. Take what is still
+                // queued without blocking, then give up on the rest.
+                if e.raw_os_error() == Some(libc::ENOBUFS) && flags == 0 {
+                    lost = Some(e.to_string());
+                    flags = libc::MSG_DONTWAIT;
+                    self.window = (self.window / 2).max(MIN_WINDOW);
+                    continue;
+                }
+                lost = Some(e.to_string());
+                break 'recv;
+            }
+            for m in MsgIter::new(&self.rbuf) {
+                let Ok(m) = m else { break };
+                if m.header.kind != NLMSG_ERROR {
+                    continue;
+                }
+                let off = m.header.seq.wrapping_sub(first) as usize;
+                let Some(&i) = sent.get(off) else { continue };
+                let res = match ErrorMsg::parse(&m.header, m.payload) {
+                    Ok(e) if e.error == 0 => Ok(()),
+                    Ok(e) => Err(refused(&what(i), &e)),
+                    Err(e) => Err(decode_frame(&what(i), e)),
+                };
+                if let Some(r) = results.get_mut(i) {
+                    if r.is_none() {
+                        answered += 1;
+                    }
+                    *r = Some(res);
+                }
+                if m.header.seq == last_seq && flags == 0 {
+                    break 'recv;
+                }
+            }
+            if answered == sent.len() && flags == 0 {
+                break 'recv;
+            }
+        }
+        for &i in &sent {
+            if let Some(r) = results.get_mut(i) {
+                if r.is_none() {
+                    *r = Some(match (&lost, self.ack_mode) {
+                        // Answered in order and silent on success.
+                        (None, AckMode::Last) => Ok(()),
+                        (None, AckMode::Every) => Err(KernelError::Io {
+                            what: what(i),
+                            detail: "the kernel acknowledged the batch but not this request".into(),
+                        }),
+                        (Some(d), _) => Err(KernelError::Io {
+                            what: what(i),
+                            detail: format!("outcome unknown, answer lost: {d}"),
+                        }),
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Requests per batch for a (doubled, as getsockopt reports it) receive
+/// buffer of `rcvbuf` bytes: all-failed answers must fit with room to spare.
+fn window_for(rcvbuf: usize) -> usize {
+    (rcvbuf / 2 / ERR_SKB_TRUESIZE).clamp(MIN_WINDOW, MAX_WINDOW)
+}
+
+impl IpvsKernel for IpvsSocket {
+    fn info(&mut self) -> Result<IpvsInfo, KernelError> {
+        let mut info = None;
+        self.transact("getting IPVS info", &Request::GetInfo, |p| {
+            info = Some(codec::decode_info(p)?);
+            Ok(())
+        })?;
+        info.ok_or_else(|| KernelError::Decode {
+            what: "getting IPVS info".into(),
+            detail: "no reply".into(),
+        })
+    }
+
+    fn dump(&mut self) -> Result<KernelTable, KernelError> {
+        let info = self.info()?;
+        let mut services = Vec::new();
+        self.transact("dumping IPVS services", &Request::DumpServices, |p| {
+            services.push(codec::decode_service(p)?);
+            Ok(())
+        })?;
+        for s in &mut services {
+            match self.dests_of(s.service.key) {
+                Ok(d) => s.dests = d,
+                // Deleted between the two dumps: it is gone, and the
+                // next dump will not list it.
+                Err(KernelError::Refused { errno, .. }) if errno == libc::ESRCH => s.dests.clear(),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(KernelTable { info, services })
+    }
+
+    fn apply(&mut self, ops: &[IpvsOp]) -> Vec<Result<(), KernelError>> {
+        let mut results: Vec<Option<Result<(), KernelError>>> = vec![None; ops.len()];
+        // A rough size of each encoded op, so a batch stays under SEND_BYTES.
+        const OP_BYTES_MAX: usize = 160;
+        let per_batch = self.window.min(SEND_BYTES / OP_BYTES_MAX).max(1);
+        let all: Vec<usize> = (0..ops.len()).collect();
+        for chunk in all.chunks(per_batch) {
+            self.apply_batch(ops, chunk, &mut results);
+        }
+        results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(KernelError::Io {
+                        what: "applying IPVS ops".into(),
+                        detail: "no result".into(),
+                    })
+                })
+            })
+            .collect()
+    }
+
+    fn flush(&mut self) -> Result<(), KernelError> {
+        self.transact("flushing the IPVS table", &Request::Flush, |_| Ok(()))
+    }
+
+    fn timeouts(&mut self) -> Result<Timeouts, KernelError> {
+        let mut t = None;
+        self.transact("getting IPVS timeouts", &Request::GetConfig, |p| {
+            t = Some(codec::decode_config(p)?);
+            Ok(())
+        })?;
+        t.ok_or_else(|| KernelError::Decode {
+            what: "getting IPVS timeouts".into(),
+            detail: "no reply".into(),
+        })
+    }
+
+    fn set_timeouts(&mut self, t: Timeouts) -> Result<(), KernelError> {
+        self.transact("setting IPVS timeouts", &Request::SetConfig(t), |_| Ok(()))
+    }
+
+    fn sync_daemons(&mut self) -> Result<Vec<SyncDaemon>, KernelError> {
+        let mut v = Vec::new();
+        self.transact("dumping IPVS sync daemons", &Request::DumpDaemons, |p| {
+            v.push(codec::decode_daemon(p)?);
+            Ok(())
+        })?;
+        Ok(v)
+    }
+
+    fn start_sync_daemon(&mut self, d: &SyncDaemon) -> Result<(), KernelError> {
+        let what = format!("starting the {:?} sync daemon on {}", d.role, d.mcast_ifn);
+        self.transact(&what, &Request::NewDaemon(d.clone()), |_| Ok(()))
+    }
+
+    fn stop_sync_daemon(&mut self, d: &SyncDaemon) -> Result<(), KernelError> {
+        let what = format!("stopping the {:?} sync daemon", d.role);
+        self.transact(&what, &Request::DelDaemon(d.role), |_| Ok(()))
+    }
+}
