@@ -185,12 +185,11 @@ fn daemon_programs_serves_reloads_and_repairs() {
     assert!(text.contains("director_services_owned 1"));
 
     // Shutdown leaves the table in place (the next daemon adopts it).
-    let dir = r.dir.path().to_path_buf();
     let fake = r.fake.clone();
     r.stop().unwrap();
     assert_eq!(fake.0.lock().unwrap().table.services.len(), 1);
-    assert!(!fake.0.lock().unwrap().calls.iter().any(|c| matches!(c, director::kernel::fake::Call::Flush)));
-    assert!(dir.exists());
+    let flushes = fake.0.lock().unwrap().calls.iter().filter(|c| matches!(c, director::kernel::fake::Call::Flush)).count();
+    assert_eq!(flushes, 1, "only the test's own external flush; the daemon never flushes");
 }
 
 #[test]

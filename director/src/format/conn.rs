@@ -133,12 +133,31 @@ fn expires(s: &str) -> Option<u32> {
     Some(v as u32)
 }
 
-fn conn_line(
-    out: &mut String,
-    line: &str,
-    lineno: usize,
-    opts: &ConnOptions,
-) -> Result<(), FormatError> {
+/// One connection entry of /proc/net/ip_vs_conn (`directorctl conns --json`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Conn {
+    pub protocol: String,
+    pub client: std::net::SocketAddr,
+    #[serde(rename = "virtual")]
+    pub virtual_addr: std::net::SocketAddr,
+    pub destination: std::net::SocketAddr,
+    pub state: String,
+    pub expires_seconds: u32,
+    pub pe_name: Option<String>,
+    pub pe_data: Option<String>,
+}
+
+/// Every entry of /proc/net/ip_vs_conn, with the same line checks as
+/// [`connections`].
+pub fn parse_connections(proc_ip_vs_conn: &str) -> Result<Vec<Conn>, FormatError> {
+    let mut lines = proc_ip_vs_conn.split_inclusive('\n');
+    if lines.next().is_none() {
+        return Err(FormatError::MissingHeader);
+    }
+    lines.enumerate().map(|(i, line)| parse_line(line, i + 2)).collect()
+}
+
+fn parse_line(line: &str, lineno: usize) -> Result<Conn, FormatError> {
     let bad = |reason: String| FormatError::BadConnLine {
         line: lineno,
         reason,
@@ -197,10 +216,31 @@ fn conn_line(
         return Err(bad("persistence engine data is too long".into()));
     }
 
+    Ok(Conn {
+        protocol: proto.to_string(),
+        client: std::net::SocketAddr::new(caddr.ip(), cport),
+        virtual_addr: std::net::SocketAddr::new(vaddr.ip(), vport),
+        destination: std::net::SocketAddr::new(daddr.ip(), dport),
+        state: state.to_string(),
+        expires_seconds: exp,
+        pe_name: pe_name.map(str::to_string),
+        pe_data: pe_data.map(str::to_string),
+    })
+}
+
+fn conn_line(
+    out: &mut String,
+    line: &str,
+    lineno: usize,
+    opts: &ConnOptions,
+) -> Result<(), FormatError> {
+    let c = parse_line(line, lineno)?;
+    let (proto, state, exp) = (&c.protocol, &c.state, c.expires_seconds);
+    let (pe_name, pe_data) = (c.pe_name.as_deref(), c.pe_data.as_deref());
     let expire = format!("{:02}:{:02}", exp / 60, exp % 60);
-    let c = addrport(caddr.ip(), cport);
-    let v = addrport(vaddr.ip(), vport);
-    let d = addrport(daddr.ip(), dport);
+    let v = addrport(c.virtual_addr.ip(), c.virtual_addr.port());
+    let d = addrport(c.destination.ip(), c.destination.port());
+    let c = addrport(c.client.ip(), c.client.port());
     match (opts.persistent_conn, pe_name, pe_data) {
         (true, Some(name), Some(data)) => {
             let _ = writeln!(

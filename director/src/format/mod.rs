@@ -86,7 +86,7 @@ mod golden;
 #[cfg(test)]
 mod tests;
 
-pub use conn::{connections, ConnOptions};
+pub use conn::{connections, parse_connections, Conn, ConnOptions};
 
 use crate::model::{
     svc_flags, Family, Forward, KernelDest, KernelService, KernelTable, ServiceKey, SyncDaemon,
