@@ -363,3 +363,36 @@ fn golden_daemon() {
     assert_eq!(ds.len(), 2);
     assert_eq!(daemons(&ds), want);
 }
+
+/// The golden table contains comparator cycles (10.x > 192.x > 172.x > 10.x
+/// among the destinations of 192.168.10.1:80, and 255.255.255.254 vs 10.x
+/// among services), so ipvsadm's order depends on the kernel's dump order
+/// (see `sort`): feeding the same table in another order may legitimately
+/// give another listing. What must hold for any order: the same lines.
+#[test]
+fn golden_other_input_orders_give_the_same_lines() {
+    let kernel_order = golden_table();
+    let mut reversed = kernel_order.clone();
+    reversed.services.reverse();
+    for s in &mut reversed.services {
+        s.dests.reverse();
+    }
+    let o = ListOptions::default();
+    let mut a: Vec<String> = list(&kernel_order, &o).lines().map(str::to_string).collect();
+    let mut b: Vec<String> = list(&reversed, &o).lines().map(str::to_string).collect();
+    a.sort();
+    b.sort();
+    assert_eq!(a, b);
+}
+
+/// ... and with this table it does: the reversed dump lists the services in
+/// another order, exactly as ipvsadm would (its comparator is not a total
+/// order), which is why the netlink dump must keep the kernel's order.
+#[test]
+fn golden_kernel_order_matters() {
+    let kernel_order = golden_table();
+    let mut reversed = kernel_order.clone();
+    reversed.services.reverse();
+    let o = ListOptions::default();
+    assert_ne!(list(&kernel_order, &o), list(&reversed, &o));
+}

@@ -14,6 +14,9 @@
 #   ip_vs_conn.txt + conn*.txt  /proc/net/ip_vs_conn and ipvsadm -Lnc of the
 #                             same instant
 #   timeout.txt daemon.txt    ipvsadm -L --timeout / --daemon
+#
+# LAB_ENV_GOLDEN_BULK_BYTES=N sets the size of each of the two bulk
+# downloads (default 600 MB: enough for the K and M suffixes).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -194,7 +197,7 @@ ip netns exec rs $PY /tmp/srv.py >/tmp/srv.log 2>&1 &
 for _ in $(seq 100); do grep -q ready /tmp/srv.log 2>/dev/null && break; sleep 0.2; done
 grep -q ready /tmp/srv.log || { cat /tmp/srv.log >&2; exit 1; }
 t0=$(date +%s)
-ip netns exec cl $PY /tmp/cli.py bulk "${GOLDEN_BULK_BYTES:-60000000}"
+ip netns exec cl $PY /tmp/cli.py bulk "${GOLDEN_BULK_BYTES:-600000000}"
 log "bulk transfer took $(( $(date +%s) - t0 ))s"
 ip netns exec cl $PY /tmp/cli.py many
 ip netns exec cl $PY /tmp/cli.py hold >/tmp/hold.log 2>&1 &
