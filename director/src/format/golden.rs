@@ -378,7 +378,10 @@ fn golden_other_input_orders_give_the_same_lines() {
         s.dests.reverse();
     }
     let o = ListOptions::default();
-    let mut a: Vec<String> = list(&kernel_order, &o).lines().map(str::to_string).collect();
+    let mut a: Vec<String> = list(&kernel_order, &o)
+        .lines()
+        .map(str::to_string)
+        .collect();
     let mut b: Vec<String> = list(&reversed, &o).lines().map(str::to_string).collect();
     a.sort();
     b.sort();
