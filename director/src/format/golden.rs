@@ -365,8 +365,8 @@ fn golden_daemon() {
 }
 
 /// The golden table contains comparator cycles (10.x > 192.x > 172.x > 10.x
-/// among the destinations of 192.168.10.1:80, and 255.255.255.254 vs 10.x
-/// among services), so ipvsadm's order depends on the kernel's dump order
+/// among the destinations of 192.168.10.1:80; 100.64.x > 255.255.255.254 >
+/// 192.168.x > 100.64.x among services), so the order depends on the dump
 /// (see `sort`): feeding the same table in another order may legitimately
 /// give another listing. What must hold for any order: the same lines.
 #[test]
