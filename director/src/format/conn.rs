@@ -25,7 +25,15 @@
 //!
 //! Where `ipvsadm` would print uninitialised memory (a line with fewer than
 //! nine fields, an address that does not parse) or exit (an empty line),
-//! we return an error naming the line instead.
+//! we return an error naming the line instead. Known divergence: ipvsadm
+//! reads with a 256-byte `fgets` buffer, so a line longer than 255 bytes
+//! (possible only with long persistence-engine data) is split and its tail
+//! printed as a garbage entry; we print the whole line once. We are also
+//! stricter than `sscanf` about malformed numbers (ports must be 1-4 hex
+//! digits, IPv4 addresses 1-8), which the kernel never writes.
+//!
+//! `/proc/net/ip_vs_conn_sync` (same columns plus an origin column) is not
+//! read by ipvsadm and has no listing here.
 
 use super::{addrport, FormatError};
 use std::fmt::Write as _;

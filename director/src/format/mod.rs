@@ -53,13 +53,13 @@
 //!   (`ipvs_dests_parse_cb` calls `ipvs_parse_stats`, not
 //!   `ipvs_parse_stats64`), so ipvsadm shows destination conns, packets and
 //!   all rates modulo 2^32. We do the same; service counters are full width.
-//! * Order: see [`sort`] -- libipvs' comparators (with their unsigned
+//! * Order: see `format::sort` (private) -- libipvs' comparators (with their unsigned
 //!   wrap-around) under glibc's merge sort, fed in the order given, which
 //!   should be the kernel's dump order. `--nosort` keeps the given order.
 //!
 //! # `connections`: `ipvsadm -Lnc [--persistent-conn]`
 //!
-//! A reformatting of `/proc/net/ip_vs_conn`; see [`conn`].
+//! A reformatting of `/proc/net/ip_vs_conn`; see `format::conn` (private).
 //!
 //! # `timeouts`, `daemons`: `ipvsadm -L --timeout`, `ipvsadm -L --daemon`
 //!
@@ -70,13 +70,21 @@
 //!
 //! # Verification
 //!
-//! `testdata/make-golden.sh` builds a rich table in the kernel lab VM (real
-//! IPVS kernel, the host's ipvsadm 1.31), passes traffic through it, and
-//! captures every listing above; `golden` tests rebuild the `KernelTable`
-//! from `ipvsadm -S -n` plus the `--nosort --exact` listings (kernel order
-//! and exact counters) and compare our output byte for byte. Suffix
-//! thresholds beyond what the VM traffic reaches are covered by unit tests
-//! derived from `print_largenum`.
+//! `testdata/make-golden.sh` builds a rich table in the kernel lab VM (Debian
+//! 6.1 kernel, the host's ipvsadm 1.31), passes traffic through it, and
+//! captures every listing above; the `golden` tests rebuild the
+//! `KernelTable` from the `--nosort` listings (kernel dump order, exact
+//! counters) and compare all our listings byte for byte, sorted and not.
+//! `ipvsadm -S -n` of the same table is kept in `save.txt` for reference.
+//! What the VM cannot produce is covered by unit tests derived from the
+//! source: the `G`/`T` suffixes (and `M` unless the bulk transfer is large
+//! enough), the `Local` and bypass labels (the kernel keeps the method the
+//! user gave, and ipvsadm cannot ask for either), the destination 32-bit
+//! truncation, `sh` with an unnamed flag, and the runbook's real outputs.
+//!
+//! The caller must keep the kernel's dump order in [`KernelTable`]: the
+//! golden table shows that ipvsadm's listing changes when the same services
+//! arrive in another order (see `format::sort` (private)).
 
 mod conn;
 mod sort;
@@ -139,7 +147,7 @@ const SCHED_NAME_MAX: usize = 15;
 
 /// Reproduce `ipvsadm -Ln` (and its `--stats`, `--rate`, ... variants) for
 /// `table`. Pass services and destinations in the kernel's dump order for
-/// byte-exact sorting in all cases (see [`sort`]).
+/// byte-exact sorting in all cases (see `format::sort` (private)).
 pub fn list(table: &KernelTable, opts: &ListOptions) -> String {
     let mut out = String::new();
     let v = table.info.version;

@@ -581,6 +581,7 @@ fn dest_lines_all_modes() {
         csum: TunnelCsum::Csum,
     };
     let ipip = dest("10.0.0.13:443", Forward::Tunnel, 1, 0, 0);
+    let local = dest("10.0.0.15:443", Forward::Local, 1, 0, 0);
     let mut bypass = dest("10.0.0.14:443", Forward::Bypass, 0, 0, 0);
     // destination conns/packets/rates: low 32 bits only; bytes full width
     bypass.stats = Stats {
@@ -595,7 +596,7 @@ fn dest_lines_all_modes() {
         inbps: (1 << 33) + 123_456_789,
         outbps: 4,
     };
-    s.dests = vec![bypass, ipip, gre, gue, long];
+    s.dests = vec![local, bypass, ipip, gre, gue, long];
     let t = table(vec![s]);
     let body = |mode, exact| -> Vec<String> {
         list(&t, &opts(mode, exact))
@@ -611,6 +612,7 @@ fn dest_lines_all_modes() {
             "  -> 10.0.0.12:443                Tunnel  1      0          0         ",
             "  -> 10.0.0.13:443                Tunnel  1      0          0         ",
             "  -> 10.0.0.14:443                (null)  0      0          0         ",
+            "  -> 10.0.0.15:443                Local   1      0          0         ",
             "  -> [2001:db8:ffff:ffff:ffff:ffff:ffff:fffe]:65535 Route   2147483647 1          2         ",
         ]
     );
@@ -621,15 +623,16 @@ fn dest_lines_all_modes() {
             "  -> 10.0.0.12:443                Tunnel  gre:+c        1      0          0         ",
             "  -> 10.0.0.13:443                Tunnel  ipip          1      0          0         ",
             "  -> 10.0.0.14:443                (null)  n/a           0      0          0         ",
+            "  -> 10.0.0.15:443                Local   n/a           1      0          0         ",
             "  -> [2001:db8:ffff:ffff:ffff:ffff:ffff:fffe]:65535 Route   n/a           2147483647 1          2         ",
         ]
     );
     assert_eq!(
-        body(ListMode::Thresholds, false)[4],
+        body(ListMode::Thresholds, false)[5],
         "  -> [2001:db8:ffff:ffff:ffff:ffff:ffff:fffe]:65535 1000       10         1          2         "
     );
     assert_eq!(
-        body(ListMode::PersistentConn, false)[4],
+        body(ListMode::PersistentConn, false)[5],
         "  -> [2001:db8:ffff:ffff:ffff:ffff:ffff:fffe]:65535 2147483647 3           1          2         "
     );
     assert_eq!(

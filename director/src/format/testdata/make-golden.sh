@@ -14,6 +14,9 @@
 #   ip_vs_conn.txt + conn*.txt  /proc/net/ip_vs_conn and ipvsadm -Lnc of the
 #                             same instant
 #   timeout.txt daemon.txt    ipvsadm -L --timeout / --daemon
+#
+# LAB_ENV_GOLDEN_BULK_BYTES=N sets the size of each of the two bulk
+# downloads (default 600 MB: enough for the K and M suffixes).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -107,7 +110,6 @@ A -A -f 100 -6 -s nq
 A -A -t [2001:db8:1234:5678:9abc:def0:1234:5678]:65535 -s wlc -p 600 -M 48
 A -a -t [2001:db8:1234:5678:9abc:def0:1234:5678]:65535 -r [2001:db8:ffff:ffff:ffff:ffff:ffff:fffe]:65535 -g
 A -a -t [2001:db8:1234:5678:9abc:def0:1234:5678]:65535 -r [2001:db8::2]:443 -m -w 9
-A -a -t [2001:db8:1234:5678:9abc:def0:1234:5678]:65535 -r 10.0.0.40:65535 -i
 A -A -t [::1]:80 -s rr
 A -A -u [2001:db8::1]:53 -s rr -o
 A -A -t [fe80::1:0:0:1]:22 -s rr
@@ -195,7 +197,7 @@ ip netns exec rs $PY /tmp/srv.py >/tmp/srv.log 2>&1 &
 for _ in $(seq 100); do grep -q ready /tmp/srv.log 2>/dev/null && break; sleep 0.2; done
 grep -q ready /tmp/srv.log || { cat /tmp/srv.log >&2; exit 1; }
 t0=$(date +%s)
-ip netns exec cl $PY /tmp/cli.py bulk "${GOLDEN_BULK_BYTES:-60000000}"
+ip netns exec cl $PY /tmp/cli.py bulk "${GOLDEN_BULK_BYTES:-600000000}"
 log "bulk transfer took $(( $(date +%s) - t0 ))s"
 ip netns exec cl $PY /tmp/cli.py many
 ip netns exec cl $PY /tmp/cli.py hold >/tmp/hold.log 2>&1 &
@@ -203,61 +205,92 @@ for _ in $(seq 100); do grep -q held /tmp/hold.log 2>/dev/null && break; sleep 0
 # a local client through the Local destination
 $PY -c 'import socket; s=socket.socket(); s.bind(("10.99.0.1",81)); s.listen(5); c=socket.create_connection(("10.99.0.1",81)); a,_=s.accept(); c.send(b"x"); a.recv(1)' || log "local client failed"
 
-ipvsadm --set 900 120 300
-ipvsadm --start-daemon master --mcast-interface vc0 --syncid 7
-ipvsadm --start-daemon backup --mcast-interface vr0 --syncid 9 --sync-maxlen 1400 || true
+A --set 900 120 300
+# The kernel refuses sync daemons while mixed-family destinations exist
+# (and such destinations while a daemon runs): daemons first, then the mix.
+A --start-daemon master --mcast-interface vc0 --syncid 7
+A --start-daemon backup --mcast-interface vr0 --syncid 9 --sync-maxlen 1400
+ipvsadm -L --daemon >$OUT/daemon.txt
+A --stop-daemon master
+A --stop-daemon backup
+A -a -t [2001:db8:1234:5678:9abc:def0:1234:5678]:65535 -r 10.0.0.40:65535 -i
 sleep 3
 
-# ---- captures ------------------------------------------------------------------
 L() { ipvsadm "$@"; }
+# ---- captures ------------------------------------------------------------------
+# Counters and connection counts are still while nothing flows (the held
+# connections stay ESTABLISHED); rates change at every 2 s estimator tick, so
+# they are captured in a separate, short group. Each group is retried until
+# the --nosort snapshot taken before equals the one taken after.
 snapshot() {
     L -Ln --nosort
     L -Ln --nosort --stats --exact
-    L -Ln --nosort --rate --exact
     L -Ln --nosort --thresholds
     L -Ln --nosort --persistent-conn
     L -Ln --nosort --tun-info
 }
+# Rates first, while they are non-zero. All four listings run at once so
+# that they read the same estimator tick (they change every 2 s and one
+# ipvsadm takes about a second under TCG); accepted when the two --nosort
+# copies agree and the sorted exact listing has the same lines.
+ok=
+for try in $(seq 60); do
+    pids=()
+    L -Ln --nosort --rate --exact >/tmp/rate1 & pids+=($!)
+    L -Ln --rate >/tmp/list-rate.txt & pids+=($!)
+    L -Ln --rate --exact >/tmp/list-rate-exact.txt & pids+=($!)
+    L -Ln --nosort --rate --exact >/tmp/rate2 & pids+=($!)
+    wait "${pids[@]}"
+    sort /tmp/rate1 >/tmp/rate1.sorted
+    sort /tmp/list-rate-exact.txt >/tmp/rate3.sorted
+    if cmp -s /tmp/rate1 /tmp/rate2 && cmp -s /tmp/rate1.sorted /tmp/rate3.sorted; then
+        ok=1; break
+    fi
+    log "rates changed during capture (try $try), again"
+    if [ "$try" -le 2 ]; then
+        diff /tmp/rate1 /tmp/rate2 | head -5 >&2 || true
+    fi
+done
+[ -n "$ok" ] || { log "could not get stable rates"; exit 1; }
 ok=
 for try in $(seq 30); do
+    t0=$(date +%s.%N)
     snapshot >/tmp/snap1
-    L -Ln >/tmp/list.txt
-    L -Ln --stats >/tmp/list-stats.txt
-    L -Ln --rate >/tmp/list-rate.txt
-    L -Ln --stats --exact >/tmp/list-stats-exact.txt
-    L -Ln --rate --exact >/tmp/list-rate-exact.txt
-    L -Ln --thresholds >/tmp/list-thresholds.txt
-    L -Ln --persistent-conn >/tmp/list-persistent-conn.txt
-    L -Ln --tun-info >/tmp/list-tun-info.txt
+    pids=()
+    L -Ln >/tmp/list.txt & pids+=($!)
+    L -Ln --stats >/tmp/list-stats.txt & pids+=($!)
+    L -Ln --stats --exact >/tmp/list-stats-exact.txt & pids+=($!)
+    L -Ln --thresholds >/tmp/list-thresholds.txt & pids+=($!)
+    L -Ln --persistent-conn >/tmp/list-persistent-conn.txt & pids+=($!)
+    L -Ln --tun-info >/tmp/list-tun-info.txt & pids+=($!)
+    wait "${pids[@]}"
     snapshot >/tmp/snap2
+    log "table capture try $try took $(echo "$(date +%s.%N) - $t0" | bc)s"
     if cmp -s /tmp/snap1 /tmp/snap2; then ok=1; break; fi
-    log "table changed during capture (try $try), again"
 done
 [ -n "$ok" ] || { log "could not get a stable table"; exit 1; }
-L -Ln --nosort >$OUT/nosort-list.txt
+cp /tmp/rate1 $OUT/nosort-rate-exact.txt
 cp /tmp/list*.txt $OUT/
 # split the snapshot back into its parts (each part starts with the banner)
-awk -v out=$OUT '/^IP Virtual Server version/{n++} {
-    f = n==1 ? "nosort-list.txt" : n==2 ? "nosort-stats-exact.txt" : n==3 ? "nosort-rate-exact.txt" :
-        n==4 ? "nosort-thresholds.txt" : n==5 ? "nosort-persistent-conn.txt" : "nosort-tun-info.txt";
-    print > (out "/" f) }' /tmp/snap1
+awk -v out=$OUT 'BEGIN { split("list stats-exact thresholds persistent-conn tun-info", part, " ") }
+    /^IP Virtual Server version/ { n++ }
+    { print > (out "/nosort-" part[n] ".txt") }' /tmp/snap1
 L -S -n >$OUT/save.txt
 
-ok=
-for try in $(seq 30); do
-    cat /proc/net/ip_vs_conn >/tmp/c1
-    L -Lnc >/tmp/conn.txt
-    L -Lnc --persistent-conn >/tmp/conn-persistent.txt
-    cat /proc/net/ip_vs_conn >/tmp/c2
-    if cmp -s /tmp/c1 /tmp/c2; then ok=1; break; fi
-    sleep 0.3
-done
-[ -n "$ok" ] || { log "could not get a stable connection table"; exit 1; }
-cp /tmp/c1 $OUT/ip_vs_conn.txt
-cp /tmp/conn.txt /tmp/conn-persistent.txt $OUT/
+# ipvsadm -Lnc reads /proc/net/ip_vs_conn, whose expiry columns tick every
+# second; to pair its output with the exact text it read, snapshot the file
+# once and run ipvsadm in a private mount namespace whose /proc holds only
+# that snapshot.
+cat /proc/net/ip_vs_conn >$OUT/ip_vs_conn.txt
+conn_from_snapshot() {
+    unshare -m sh -c 'mount -t tmpfs none /proc && mkdir /proc/net &&
+        cp "$0" /proc/net/ip_vs_conn && exec ipvsadm "$@"' \
+        $OUT/ip_vs_conn.txt "$@"
+}
+conn_from_snapshot -Lnc >$OUT/conn.txt
+conn_from_snapshot -Lnc --persistent-conn >$OUT/conn-persistent.txt
 cat /proc/net/ip_vs_conn_sync >$OUT/ip_vs_conn_sync.txt || true
 L -L --timeout >$OUT/timeout.txt
-L -L --daemon >$OUT/daemon.txt
 uname -r >$OUT/kernel.txt
 ipvsadm --version >>$OUT/kernel.txt 2>&1 || true
 log "done"
