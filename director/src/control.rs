@@ -105,7 +105,10 @@ pub fn parse_request(line: &[u8]) -> Result<Request, String> {
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("cannot connect to {path}: {source} (is `director run` up, and are you root?)")]
-    Connect { path: String, source: std::io::Error },
+    Connect {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("control socket I/O failed: {0}")]
     Io(#[from] std::io::Error),
     #[error("daemon sent an unreadable reply: {0}")]
@@ -114,8 +117,10 @@ pub enum ClientError {
 
 /// Sends one request and waits for its reply (blocking; for `directorctl`).
 pub fn request(socket: &Path, req: &Request, timeout: Duration) -> Result<Response, ClientError> {
-    let mut stream = UnixStream::connect(socket)
-        .map_err(|source| ClientError::Connect { path: socket.display().to_string(), source })?;
+    let mut stream = UnixStream::connect(socket).map_err(|source| ClientError::Connect {
+        path: socket.display().to_string(),
+        source,
+    })?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
     let mut line = serde_json::to_vec(req).map_err(|e| ClientError::Reply(e.to_string()))?;
@@ -125,7 +130,9 @@ pub fn request(socket: &Path, req: &Request, timeout: Duration) -> Result<Respon
     let mut reply = Vec::new();
     reader.read_until(b'\n', &mut reply)?;
     if reply.is_empty() {
-        return Err(ClientError::Reply("connection closed without a reply".into()));
+        return Err(ClientError::Reply(
+            "connection closed without a reply".into(),
+        ));
     }
     serde_json::from_slice(&reply).map_err(|e| ClientError::Reply(e.to_string()))
 }
@@ -140,12 +147,24 @@ mod tests {
             let line = serde_json::to_vec(&r).unwrap();
             assert_eq!(parse_request(&line).unwrap(), r);
         }
-        assert_eq!(parse_request(br#"{"cmd":"status"}"#).unwrap(), Request::Status);
-        assert!(parse_request(b"\xff\xfe").unwrap_err().contains("not UTF-8"));
-        assert!(parse_request(b"hello").unwrap_err().starts_with("bad request"));
+        assert_eq!(
+            parse_request(br#"{"cmd":"status"}"#).unwrap(),
+            Request::Status
+        );
+        assert!(parse_request(b"\xff\xfe")
+            .unwrap_err()
+            .contains("not UTF-8"));
+        assert!(parse_request(b"hello")
+            .unwrap_err()
+            .starts_with("bad request"));
         let e = parse_request(br#"{"cmd":"format_disk"}"#).unwrap_err();
         assert!(e.contains("format_disk"), "{e}");
-        assert_eq!(parse_request(br#"{"cmd":"status","x":1}"#).unwrap(), Request::Status);
-        assert!(parse_request(br#"{"nocmd":1}"#).unwrap_err().contains("cmd"));
+        assert_eq!(
+            parse_request(br#"{"cmd":"status","x":1}"#).unwrap(),
+            Request::Status
+        );
+        assert!(parse_request(br#"{"nocmd":1}"#)
+            .unwrap_err()
+            .contains("cmd"));
     }
 }

@@ -48,8 +48,15 @@ pub enum DaemonError {
 }
 
 enum KernelCmd {
-    Pass { desired: Arc<DesiredTable>, exclusive: bool, timeouts: Option<Timeouts>, reply: oneshot::Sender<(PassReport, Duration)> },
-    Dump { reply: oneshot::Sender<Result<KernelTable, KernelError>> },
+    Pass {
+        desired: Arc<DesiredTable>,
+        exclusive: bool,
+        timeouts: Option<Timeouts>,
+        reply: oneshot::Sender<(PassReport, Duration)>,
+    },
+    Dump {
+        reply: oneshot::Sender<Result<KernelTable, KernelError>>,
+    },
     Reopen,
 }
 
@@ -88,7 +95,12 @@ where
             let mut reconciler = Reconciler::new(first);
             while let Ok(cmd) = rx.recv() {
                 match cmd {
-                    KernelCmd::Pass { desired, exclusive, timeouts, reply } => {
+                    KernelCmd::Pass {
+                        desired,
+                        exclusive,
+                        timeouts,
+                        reply,
+                    } => {
                         let started = Instant::now();
                         let report = reconciler.pass(&desired, exclusive, timeouts);
                         let _ = reply.send((report, started.elapsed()));
@@ -129,7 +141,9 @@ where
 {
     let config = load_config(&config_path)?;
     if config.global.dataplane == config::DataplaneChoice::Nftables {
-        return Err(DaemonError::DataplaneUnavailable { file: config_path.display().to_string() });
+        return Err(DaemonError::DataplaneUnavailable {
+            file: config_path.display().to_string(),
+        });
     }
     let kernel = open().map_err(|e| match e {
         KernelError::Unavailable => DaemonError::NoIpvs(e),
@@ -149,7 +163,12 @@ where
     let metrics_listen = config.global.metrics_listen;
     let (trig_tx, mut trig_rx) = amsc::channel::<Trigger>(64);
     let shared = Shared {
-        state: Arc::new(Mutex::new(State { config_path, config, desired, last_pass: None })),
+        state: Arc::new(Mutex::new(State {
+            config_path,
+            config,
+            desired,
+            last_pass: None,
+        })),
         kernel: spawn_kernel_worker(open, kernel),
         triggers: trig_tx,
         metrics,
@@ -159,7 +178,10 @@ where
     if let Some(addr) = metrics_listen {
         let l = tokio::net::TcpListener::bind(addr)
             .await
-            .map_err(|e| DaemonError::Metrics { addr: addr.to_string(), detail: e.to_string() })?;
+            .map_err(|e| DaemonError::Metrics {
+                addr: addr.to_string(),
+                detail: e.to_string(),
+            })?;
         tokio::spawn(crate::metrics::serve(l, shared.metrics.clone()));
     }
     tokio::spawn(control_server(listener, shared.clone()));
@@ -171,7 +193,11 @@ where
     ready();
 
     let mut shutdown = std::pin::pin!(shutdown);
-    let interval = shared.state.lock().map(|s| s.config.global.reconcile_interval).unwrap_or(Duration::from_secs(5));
+    let interval = shared
+        .state
+        .lock()
+        .map(|s| s.config.global.reconcile_interval)
+        .unwrap_or(Duration::from_secs(5));
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
@@ -186,7 +212,10 @@ where
             let _ = done.send(summary);
         }
     }
-    info!(event = "stopping", note = "kernel table left in place for the next daemon to adopt");
+    info!(
+        event = "stopping",
+        note = "kernel table left in place for the next daemon to adopt"
+    );
     let _ = std::fs::remove_file(&socket_path);
     Ok(())
 }
@@ -198,11 +227,22 @@ async fn run_pass(shared: &Shared, reason: &'static str) -> LastPass {
     let mut rerun = 0;
     loop {
         let (desired, exclusive, timeouts) = {
-            let Ok(s) = shared.state.lock() else { return LastPass::default() };
-            (s.desired.clone(), s.config.global.ipvs_exclusive, s.config.global.ipvs_timeouts)
+            let Ok(s) = shared.state.lock() else {
+                return LastPass::default();
+            };
+            (
+                s.desired.clone(),
+                s.config.global.ipvs_exclusive,
+                s.config.global.ipvs_timeouts,
+            )
         };
         let (tx, rx) = oneshot::channel();
-        let sent = shared.kernel.send(KernelCmd::Pass { desired: desired.clone(), exclusive, timeouts, reply: tx });
+        let sent = shared.kernel.send(KernelCmd::Pass {
+            desired: desired.clone(),
+            exclusive,
+            timeouts,
+            reply: tx,
+        });
         let Ok((report, took)) = (match sent {
             Ok(()) => rx.await.map_err(|_| ()),
             Err(_) => Err(()),
@@ -220,7 +260,13 @@ async fn run_pass(shared: &Shared, reason: &'static str) -> LastPass {
     }
 }
 
-fn record_pass(shared: &Shared, reason: &'static str, desired: &DesiredTable, report: &PassReport, took: Duration) -> LastPass {
+fn record_pass(
+    shared: &Shared,
+    reason: &'static str,
+    desired: &DesiredTable,
+    report: &PassReport,
+    took: Duration,
+) -> LastPass {
     let m = &shared.metrics;
     m.reconcile_passes.with_label_values(&[reason]).inc();
     m.reconcile_duration.observe(took.as_secs_f64());
@@ -243,7 +289,9 @@ fn record_pass(shared: &Shared, reason: &'static str, desired: &DesiredTable, re
         error!(event = "kernel_dump_failed", error = %e);
     }
     if let Some(e) = &report.timeouts_error {
-        m.reconcile_errors.with_label_values(&["set_timeouts"]).inc();
+        m.reconcile_errors
+            .with_label_values(&["set_timeouts"])
+            .inc();
         error!(event = "kernel_timeouts_failed", error = %e);
     }
     if let Some(dump) = &report.dump {
@@ -252,7 +300,10 @@ fn record_pass(shared: &Shared, reason: &'static str, desired: &DesiredTable, re
     let mut errors = LastPass::errors_from(&report.failed, report.dump_error.as_deref());
     errors.extend(report.timeouts_error.iter().cloned());
     let summary = LastPass {
-        at_unix: SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0),
+        at_unix: SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0),
         trigger: reason.to_string(),
         duration_seconds: took.as_secs_f64(),
         ops_applied: report.applied.len(),
@@ -268,9 +319,13 @@ fn record_pass(shared: &Shared, reason: &'static str, desired: &DesiredTable, re
 /// Binds the control socket 0600. A live socket (another daemon answering)
 /// is an error; a stale file from a crash is removed (no lockfile dance).
 fn bind_control_socket(path: &Path) -> Result<UnixListener, DaemonError> {
-    let err = |detail: String| DaemonError::ControlSocket { path: path.display().to_string(), detail };
+    let err = |detail: String| DaemonError::ControlSocket {
+        path: path.display().to_string(),
+        detail,
+    };
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
     }
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
@@ -279,7 +334,8 @@ fn bind_control_socket(path: &Path) -> Result<UnixListener, DaemonError> {
         std::fs::remove_file(path).map_err(|e| err(format!("cannot remove stale socket: {e}")))?;
     }
     let listener = UnixListener::bind(path).map_err(|e| err(e.to_string()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| err(e.to_string()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| err(e.to_string()))?;
     Ok(listener)
 }
 
@@ -301,19 +357,27 @@ async fn serve_client(stream: UnixStream, shared: Shared) {
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read.take(control::MAX_REQUEST_BYTES as u64 + 1));
     let mut line = Vec::new();
-    let response = match tokio::time::timeout(Duration::from_secs(10), reader.read_until(b'\n', &mut line)).await {
-        Err(_) => Response::Error { message: "timed out waiting for a request line".into() },
-        Ok(Err(e)) => Response::Error { message: format!("read failed: {e}") },
-        Ok(Ok(_)) if line.len() > control::MAX_REQUEST_BYTES => Response::Error {
-            message: format!("request longer than {} bytes", control::MAX_REQUEST_BYTES),
-        },
-        Ok(Ok(_)) => match control::parse_request(line.strip_suffix(b"\n").unwrap_or(&line)) {
-            Err(message) => Response::Error { message },
-            Ok(req) => handle(req, &shared).await,
-        },
-    };
-    let mut out = serde_json::to_vec(&response)
-        .unwrap_or_else(|e| format!("{{\"result\":\"error\",\"message\":\"encoding reply: {e}\"}}").into_bytes());
+    let response =
+        match tokio::time::timeout(Duration::from_secs(10), reader.read_until(b'\n', &mut line))
+            .await
+        {
+            Err(_) => Response::Error {
+                message: "timed out waiting for a request line".into(),
+            },
+            Ok(Err(e)) => Response::Error {
+                message: format!("read failed: {e}"),
+            },
+            Ok(Ok(_)) if line.len() > control::MAX_REQUEST_BYTES => Response::Error {
+                message: format!("request longer than {} bytes", control::MAX_REQUEST_BYTES),
+            },
+            Ok(Ok(_)) => match control::parse_request(line.strip_suffix(b"\n").unwrap_or(&line)) {
+                Err(message) => Response::Error { message },
+                Ok(req) => handle(req, &shared).await,
+            },
+        };
+    let mut out = serde_json::to_vec(&response).unwrap_or_else(|e| {
+        format!("{{\"result\":\"error\",\"message\":\"encoding reply: {e}\"}}").into_bytes()
+    });
     out.push(b'\n');
     let _ = write.write_all(&out).await;
     let _ = write.shutdown().await;
@@ -321,8 +385,13 @@ async fn serve_client(stream: UnixStream, shared: Shared) {
 
 async fn dump(shared: &Shared) -> Result<KernelTable, String> {
     let (tx, rx) = oneshot::channel();
-    shared.kernel.send(KernelCmd::Dump { reply: tx }).map_err(|_| "kernel worker is gone".to_string())?;
-    rx.await.map_err(|_| "kernel worker is gone".to_string())?.map_err(|e| e.to_string())
+    shared
+        .kernel
+        .send(KernelCmd::Dump { reply: tx })
+        .map_err(|_| "kernel worker is gone".to_string())?;
+    rx.await
+        .map_err(|_| "kernel worker is gone".to_string())?
+        .map_err(|e| e.to_string())
 }
 
 async fn handle(req: Request, shared: &Shared) -> Response {
@@ -330,13 +399,25 @@ async fn handle(req: Request, shared: &Shared) -> Response {
         Request::Status => match dump(shared).await {
             Err(message) => Response::Error { message },
             Ok(table) => {
-                let Ok(s) = shared.state.lock() else { return Response::Error { message: "state poisoned".into() } };
+                let Ok(s) = shared.state.lock() else {
+                    return Response::Error {
+                        message: "state poisoned".into(),
+                    };
+                };
                 Response::Status(StatusReply {
                     dataplane: "ipvs".into(),
                     config_file: s.config_path.display().to_string(),
                     router_id: s.config.global.router_id.clone(),
                     table,
-                    owned: s.desired.services.values().map(|d| OwnedService { name: d.name.clone(), key: d.service.key }).collect(),
+                    owned: s
+                        .desired
+                        .services
+                        .values()
+                        .map(|d| OwnedService {
+                            name: d.name.clone(),
+                            key: d.service.key,
+                        })
+                        .collect(),
                     exclusive: s.config.global.ipvs_exclusive,
                     reconcile_interval_seconds: s.config.global.reconcile_interval.as_secs_f64(),
                     last_pass: s.last_pass.clone(),
@@ -344,8 +425,14 @@ async fn handle(req: Request, shared: &Shared) -> Response {
             }
         },
         Request::Conns => match tokio::fs::read_to_string("/proc/net/ip_vs_conn").await {
-            Ok(text) => Response::Conns { proc_ip_vs_conn: text },
-            Err(e) => Response::Error { message: format!("cannot read /proc/net/ip_vs_conn: {e} (does this kernel have IPVS?)") },
+            Ok(text) => Response::Conns {
+                proc_ip_vs_conn: text,
+            },
+            Err(e) => Response::Error {
+                message: format!(
+                    "cannot read /proc/net/ip_vs_conn: {e} (does this kernel have IPVS?)"
+                ),
+            },
         },
         Request::Reload => reload(shared).await,
     }
@@ -355,34 +442,76 @@ async fn handle(req: Request, shared: &Shared) -> Response {
 /// is swapped in and one pass applies only the difference.
 async fn reload(shared: &Shared) -> Response {
     let Some(path) = shared.state.lock().ok().map(|s| s.config_path.clone()) else {
-        return Response::Error { message: "state poisoned".into() };
+        return Response::Error {
+            message: "state poisoned".into(),
+        };
     };
     let loaded = tokio::task::spawn_blocking(move || config::load(&path)).await;
     let new = match loaded {
-        Err(e) => return Response::Error { message: format!("reload task failed: {e}") },
+        Err(e) => {
+            return Response::Error {
+                message: format!("reload task failed: {e}"),
+            }
+        }
         Ok(Err(errors)) => {
-            shared.metrics.config_reloads.with_label_values(&["rejected"]).inc();
+            shared
+                .metrics
+                .config_reloads
+                .with_label_values(&["rejected"])
+                .inc();
             let rejected: Vec<String> = errors.to_string().lines().map(str::to_string).collect();
-            warn!(event = "reload_rejected", errors = rejected.len(), first = rejected.first().map(String::as_str).unwrap_or(""));
-            return Response::Reload(ReloadReply { rejected, last_pass: None });
+            warn!(
+                event = "reload_rejected",
+                errors = rejected.len(),
+                first = rejected.first().map(String::as_str).unwrap_or("")
+            );
+            return Response::Reload(ReloadReply {
+                rejected,
+                last_pass: None,
+            });
         }
         Ok(Ok(c)) => c,
     };
     if let Ok(mut s) = shared.state.lock() {
-        if new.global.control_socket != s.config.global.control_socket || new.global.metrics_listen != s.config.global.metrics_listen {
-            warn!(event = "reload_partial", note = "control_socket and metrics_listen changes take effect at the next restart");
+        if new.global.control_socket != s.config.global.control_socket
+            || new.global.metrics_listen != s.config.global.metrics_listen
+        {
+            warn!(
+                event = "reload_partial",
+                note = "control_socket and metrics_listen changes take effect at the next restart"
+            );
         }
         s.desired = Arc::new(desired_table(&new));
         s.config = new;
     }
-    shared.metrics.config_reloads.with_label_values(&["applied"]).inc();
+    shared
+        .metrics
+        .config_reloads
+        .with_label_values(&["applied"])
+        .inc();
     let (tx, rx) = oneshot::channel();
-    if shared.triggers.send(Trigger { reason: "reload", done: Some(tx) }).await.is_err() {
-        return Response::Error { message: "reconcile loop is gone".into() };
+    if shared
+        .triggers
+        .send(Trigger {
+            reason: "reload",
+            done: Some(tx),
+        })
+        .await
+        .is_err()
+    {
+        return Response::Error {
+            message: "reconcile loop is gone".into(),
+        };
     }
     let last_pass = rx.await.ok();
-    info!(event = "reloaded", ops_applied = last_pass.as_ref().map(|p| p.ops_applied).unwrap_or(0));
-    Response::Reload(ReloadReply { rejected: Vec::new(), last_pass })
+    info!(
+        event = "reloaded",
+        ops_applied = last_pass.as_ref().map(|p| p.ops_applied).unwrap_or(0)
+    );
+    Response::Reload(ReloadReply {
+        rejected: Vec::new(),
+        last_pass,
+    })
 }
 
 /// Watches generic-netlink control notifications: when the "IPVS" family is
@@ -453,7 +582,9 @@ fn warn_unbuilt_sections(config: &Config) {
         idle.push("[[vrrp_instance]] (VIPs are not managed: keep keepalived's VRRP for now)");
     }
     if config.virtual_servers.iter().any(|v| v.health.is_some()) {
-        idle.push("virtual_server.health (no health checks run: every real server stays in the pool)");
+        idle.push(
+            "virtual_server.health (no health checks run: every real server stays in the pool)",
+        );
     }
     if !config.snat.is_empty() {
         idle.push("[[snat]] (no SNAT rules are installed)");
@@ -462,6 +593,10 @@ fn warn_unbuilt_sections(config: &Config) {
         idle.push("[ctsync] (connection state is not replicated)");
     }
     for section in idle {
-        warn!(event = "config_section_not_active", section, note = "validated, but not acted on by this release");
+        warn!(
+            event = "config_section_not_active",
+            section,
+            note = "validated, but not acted on by this release"
+        );
     }
 }

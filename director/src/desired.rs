@@ -43,7 +43,8 @@ impl DesiredTable {
 pub fn service_settings(vs: &VirtualServer) -> ServiceSettings {
     let family = vs.key.family();
     let mut settings = ServiceSettings::new(&vs.scheduler, family);
-    settings.flags = vs.scheduler_flags & (svc_flags::SCHED1 | svc_flags::SCHED2 | svc_flags::SCHED3);
+    settings.flags =
+        vs.scheduler_flags & (svc_flags::SCHED1 | svc_flags::SCHED2 | svc_flags::SCHED3);
     if let Some(p) = &vs.persistence {
         settings.flags |= svc_flags::PERSISTENT;
         // ipvsadm -p takes whole seconds and so does the kernel (it stores
@@ -70,7 +71,10 @@ pub fn desired_table(config: &Config) -> DesiredTable {
                 .real_servers
                 .iter()
                 .map(|rs| {
-                    let key = DestKey { addr: rs.address, port: rs.port };
+                    let key = DestKey {
+                        addr: rs.address,
+                        port: rs.port,
+                    };
                     let settings = DestSettings {
                         forward: rs.forwarding,
                         weight: rs.weight,
@@ -79,14 +83,21 @@ pub fn desired_table(config: &Config) -> DesiredTable {
                         // The kernel reports IPIP/0/nocsum for every
                         // non-tunnel destination; desire the same so the
                         // comparison with a dump is exact.
-                        tunnel: if rs.forwarding == Forward::Tunnel { rs.tunnel } else { Tunnel::default() },
+                        tunnel: if rs.forwarding == Forward::Tunnel {
+                            rs.tunnel
+                        } else {
+                            Tunnel::default()
+                        },
                     };
                     (key, settings)
                 })
                 .collect();
             let desired = DesiredService {
                 name: vs.name.clone(),
-                service: Service { key: vs.key, settings: service_settings(vs) },
+                service: Service {
+                    key: vs.key,
+                    settings: service_settings(vs),
+                },
                 dests,
             };
             (vs.key, desired)

@@ -86,9 +86,13 @@ mod tests {
     fn event(cmd: GenlCtrlCmd, name: &str) -> Vec<u8> {
         let genl = GenlMessage::from_payload(GenlCtrl {
             cmd,
-            nlas: vec![GenlCtrlAttrs::FamilyName(name.into()), GenlCtrlAttrs::FamilyId(0x22)],
+            nlas: vec![
+                GenlCtrlAttrs::FamilyName(name.into()),
+                GenlCtrlAttrs::FamilyId(0x22),
+            ],
         });
-        let mut msg = NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::InnerMessage(genl));
+        let mut msg =
+            NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::InnerMessage(genl));
         msg.finalize();
         let mut buf = vec![0; msg.buffer_len()];
         msg.serialize(&mut buf);
@@ -102,8 +106,14 @@ mod tests {
         assert_eq!(
             parse_events(&buf),
             vec![
-                FamilyEvent { family: "IPVS".into(), registered: true },
-                FamilyEvent { family: "nl80211".into(), registered: false }
+                FamilyEvent {
+                    family: "IPVS".into(),
+                    registered: true
+                },
+                FamilyEvent {
+                    family: "nl80211".into(),
+                    registered: false
+                }
             ]
         );
     }

@@ -17,7 +17,11 @@ pub enum KernelError {
     Unavailable,
     /// The kernel refused a request with an errno.
     #[error("kernel refused {what}: {message} (errno {errno})")]
-    Refused { what: String, errno: i32, message: String },
+    Refused {
+        what: String,
+        errno: i32,
+        message: String,
+    },
     /// The kernel sent something we cannot decode (never a panic).
     #[error("cannot decode kernel reply to {what}: {detail}")]
     Decode { what: String, detail: String },

@@ -15,7 +15,10 @@ use crate::desired::DesiredTable;
 use crate::model::{KernelTable, ServiceKey, Stats};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
-use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -46,15 +49,24 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new_custom(Some("director".into()), None).unwrap_or_default();
         let reconcile_passes = must(IntCounterVec::new(
-            Opts::new("reconcile_passes_total", "Reconcile passes run, by what triggered them."),
+            Opts::new(
+                "reconcile_passes_total",
+                "Reconcile passes run, by what triggered them.",
+            ),
             &["trigger"],
         ));
         let ops_applied = must(IntCounterVec::new(
-            Opts::new("reconcile_ops_applied_total", "IPVS ops the kernel accepted, by kind."),
+            Opts::new(
+                "reconcile_ops_applied_total",
+                "IPVS ops the kernel accepted, by kind.",
+            ),
             &["kind"],
         ));
         let reconcile_errors = must(IntCounterVec::new(
-            Opts::new("reconcile_errors_total", "Refused IPVS ops and failed dumps, by kind."),
+            Opts::new(
+                "reconcile_errors_total",
+                "Refused IPVS ops and failed dumps, by kind.",
+            ),
             &["kind"],
         ));
         let reconcile_conflicts = must(IntCounter::new(
@@ -62,13 +74,25 @@ impl Metrics {
             "Ops answered EEXIST/ENOENT/ESRCH: the table changed under a pass (re-run at once).",
         ));
         let reconcile_duration = must(Histogram::with_opts(
-            HistogramOpts::new("reconcile_duration_seconds", "Wall time of one dump+diff+apply pass.")
-                .buckets(prometheus::exponential_buckets(0.0005, 2.0, 16).unwrap_or_default()),
+            HistogramOpts::new(
+                "reconcile_duration_seconds",
+                "Wall time of one dump+diff+apply pass.",
+            )
+            .buckets(prometheus::exponential_buckets(0.0005, 2.0, 16).unwrap_or_default()),
         ));
-        let services_owned = must(IntGauge::new("services_owned", "Virtual services the config owns."));
-        let destinations_owned = must(IntGauge::new("destinations_owned", "Real servers the config owns."));
+        let services_owned = must(IntGauge::new(
+            "services_owned",
+            "Virtual services the config owns.",
+        ));
+        let destinations_owned = must(IntGauge::new(
+            "destinations_owned",
+            "Real servers the config owns.",
+        ));
         let config_reloads = must(IntCounterVec::new(
-            Opts::new("config_reloads_total", "Config reloads, by result (applied|rejected)."),
+            Opts::new(
+                "config_reloads_total",
+                "Config reloads, by result (applied|rejected).",
+            ),
             &["result"],
         ));
         let table = IpvsTableCollector::default();
@@ -123,19 +147,59 @@ pub struct IpvsTableCollector {
 }
 
 /// (metric suffix, help, type, getter)
-type Field = (&'static str, &'static str, MetricType, fn(&Stats, u32, u32) -> f64);
+type Field = (
+    &'static str,
+    &'static str,
+    MetricType,
+    fn(&Stats, u32, u32) -> f64,
+);
 
 const SERVICE_FIELDS: &[Field] = &[
-    ("connections_total", "Connections scheduled (kernel IPVS counter).", MetricType::COUNTER, |s, _, _| s.conns as f64),
-    ("packets_in_total", "Incoming packets (kernel IPVS counter).", MetricType::COUNTER, |s, _, _| s.inpkts as f64),
-    ("packets_out_total", "Outgoing packets (kernel IPVS counter).", MetricType::COUNTER, |s, _, _| s.outpkts as f64),
-    ("bytes_in_total", "Incoming bytes (kernel IPVS counter).", MetricType::COUNTER, |s, _, _| s.inbytes as f64),
-    ("bytes_out_total", "Outgoing bytes (kernel IPVS counter).", MetricType::COUNTER, |s, _, _| s.outbytes as f64),
+    (
+        "connections_total",
+        "Connections scheduled (kernel IPVS counter).",
+        MetricType::COUNTER,
+        |s, _, _| s.conns as f64,
+    ),
+    (
+        "packets_in_total",
+        "Incoming packets (kernel IPVS counter).",
+        MetricType::COUNTER,
+        |s, _, _| s.inpkts as f64,
+    ),
+    (
+        "packets_out_total",
+        "Outgoing packets (kernel IPVS counter).",
+        MetricType::COUNTER,
+        |s, _, _| s.outpkts as f64,
+    ),
+    (
+        "bytes_in_total",
+        "Incoming bytes (kernel IPVS counter).",
+        MetricType::COUNTER,
+        |s, _, _| s.inbytes as f64,
+    ),
+    (
+        "bytes_out_total",
+        "Outgoing bytes (kernel IPVS counter).",
+        MetricType::COUNTER,
+        |s, _, _| s.outbytes as f64,
+    ),
 ];
 
 const DEST_EXTRA: &[Field] = &[
-    ("active_connections", "Active connections (ipvsadm ActiveConn).", MetricType::GAUGE, |_, a, _| f64::from(a)),
-    ("inactive_connections", "Inactive connections (ipvsadm InActConn).", MetricType::GAUGE, |_, _, i| f64::from(i)),
+    (
+        "active_connections",
+        "Active connections (ipvsadm ActiveConn).",
+        MetricType::GAUGE,
+        |_, a, _| f64::from(a),
+    ),
+    (
+        "inactive_connections",
+        "Inactive connections (ipvsadm InActConn).",
+        MetricType::GAUGE,
+        |_, _, i| f64::from(i),
+    ),
 ];
 
 fn label(name: &str, value: &str) -> LabelPair {
@@ -172,7 +236,11 @@ fn family(name: String, help: &str, kind: MetricType, metrics: Vec<Metric>) -> M
 impl IpvsTableCollector {
     /// Records the latest dump and the config names of owned services.
     pub fn update(&self, table: &KernelTable, desired: &DesiredTable) {
-        let names = desired.services.iter().map(|(k, s)| (*k, s.name.clone())).collect();
+        let names = desired
+            .services
+            .iter()
+            .map(|(k, s)| (*k, s.name.clone()))
+            .collect();
         if let Ok(mut w) = self.last.write() {
             *w = Some((table.clone(), names));
         }
@@ -193,16 +261,31 @@ impl Collector for IpvsTableCollector {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let Ok(guard) = self.last.read() else { return Vec::new() };
-        let Some((table, names)) = guard.as_ref() else { return Vec::new() };
+        let Ok(guard) = self.last.read() else {
+            return Vec::new();
+        };
+        let Some((table, names)) = guard.as_ref() else {
+            return Vec::new();
+        };
         let mut out = Vec::new();
         for (suffix, help, kind, get) in SERVICE_FIELDS {
             let metrics = table
                 .services
                 .iter()
-                .map(|s| sample(Self::service_labels(&s.service.key, names), *kind, get(&s.stats, 0, 0)))
+                .map(|s| {
+                    sample(
+                        Self::service_labels(&s.service.key, names),
+                        *kind,
+                        get(&s.stats, 0, 0),
+                    )
+                })
                 .collect();
-            out.push(family(format!("ipvs_service_{suffix}"), help, *kind, metrics));
+            out.push(family(
+                format!("ipvs_service_{suffix}"),
+                help,
+                *kind,
+                metrics,
+            ));
         }
         for (suffix, help, kind, get) in SERVICE_FIELDS.iter().chain(DEST_EXTRA) {
             let mut metrics = Vec::new();
@@ -210,10 +293,19 @@ impl Collector for IpvsTableCollector {
                 for d in &s.dests {
                     let mut labels = Self::service_labels(&s.service.key, names);
                     labels.push(label("destination", &d.dest.key.to_string()));
-                    metrics.push(sample(labels, *kind, get(&d.stats, d.active_conns, d.inactive_conns)));
+                    metrics.push(sample(
+                        labels,
+                        *kind,
+                        get(&d.stats, d.active_conns, d.inactive_conns),
+                    ));
                 }
             }
-            out.push(family(format!("ipvs_destination_{suffix}"), help, *kind, metrics));
+            out.push(family(
+                format!("ipvs_destination_{suffix}"),
+                help,
+                *kind,
+                metrics,
+            ));
         }
         out
     }
@@ -222,7 +314,9 @@ impl Collector for IpvsTableCollector {
 /// Serves `GET /metrics` until the listener fails.
 pub async fn serve(listener: TcpListener, metrics: Metrics) {
     loop {
-        let Ok((mut stream, _peer)) = listener.accept().await else { continue };
+        let Ok((mut stream, _peer)) = listener.accept().await else {
+            continue;
+        };
         let metrics = metrics.clone();
         tokio::spawn(async move {
             let mut head = Vec::with_capacity(1024);
@@ -256,9 +350,19 @@ fn route(head: &[u8], metrics: &Metrics) -> (&'static str, &'static str, String)
     let line = String::from_utf8_lossy(line);
     let mut parts = line.split_whitespace();
     match (parts.next(), parts.next()) {
-        (Some("GET"), Some("/metrics")) => ("200 OK", "text/plain; version=0.0.4", metrics.render()),
-        (Some("GET"), Some(_)) => ("404 Not Found", "text/plain", "only /metrics is served here\n".into()),
-        _ => ("400 Bad Request", "text/plain", "expected: GET /metrics\n".into()),
+        (Some("GET"), Some("/metrics")) => {
+            ("200 OK", "text/plain; version=0.0.4", metrics.render())
+        }
+        (Some("GET"), Some(_)) => (
+            "404 Not Found",
+            "text/plain",
+            "only /metrics is served here\n".into(),
+        ),
+        _ => (
+            "400 Bad Request",
+            "text/plain",
+            "expected: GET /metrics\n".into(),
+        ),
     }
 }
 
@@ -272,21 +376,40 @@ mod tests {
         let m = Metrics::new();
         m.reconcile_passes.with_label_values(&["periodic"]).inc();
         m.ops_applied.with_label_values(&["add_service"]).inc_by(2);
-        let key = ServiceKey::Inet { protocol: Protocol::Tcp, addr: "192.0.2.1:80".parse().unwrap() };
+        let key = ServiceKey::Inet {
+            protocol: Protocol::Tcp,
+            addr: "192.0.2.1:80".parse().unwrap(),
+        };
         let table = KernelTable {
-            info: IpvsInfo { version: 0x010201, conn_tab_size: 4096 },
+            info: IpvsInfo {
+                version: 0x010201,
+                conn_tab_size: 4096,
+            },
             services: vec![KernelService {
-                service: Service { key, settings: ServiceSettings::new("wlc", Family::V4) },
-                stats: Stats { conns: 7, inbytes: 1000, ..Stats::default() },
+                service: Service {
+                    key,
+                    settings: ServiceSettings::new("wlc", Family::V4),
+                },
+                stats: Stats {
+                    conns: 7,
+                    inbytes: 1000,
+                    ..Stats::default()
+                },
                 dests: vec![KernelDest {
                     dest: Destination {
-                        key: DestKey { addr: "10.0.0.1".parse().unwrap(), port: 80 },
+                        key: DestKey {
+                            addr: "10.0.0.1".parse().unwrap(),
+                            port: 80,
+                        },
                         settings: DestSettings::new(Forward::Masq, 1),
                     },
                     active_conns: 3,
                     inactive_conns: 4,
                     persist_conns: 0,
-                    stats: Stats { conns: 5, ..Stats::default() },
+                    stats: Stats {
+                        conns: 5,
+                        ..Stats::default()
+                    },
                 }],
             }],
         };
@@ -301,7 +424,10 @@ mod tests {
         );
         m.table.update(&table, &desired);
         let text = m.render();
-        assert!(text.contains(r#"director_reconcile_passes_total{trigger="periodic"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"director_reconcile_passes_total{trigger="periodic"} 1"#),
+            "{text}"
+        );
         assert!(text.contains(r#"director_reconcile_ops_applied_total{kind="add_service"} 2"#));
         assert!(text.contains("# TYPE director_ipvs_service_connections_total counter"));
         assert!(text.contains(r#"director_ipvs_service_connections_total{name="web",service="TCP 192.0.2.1:80"} 7"#), "{text}");

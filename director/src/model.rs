@@ -82,7 +82,10 @@ impl Protocol {
 #[serde(rename_all = "lowercase")]
 pub enum ServiceKey {
     /// `-t|-u|--sctp-service addr:port`
-    Inet { protocol: Protocol, addr: SocketAddr },
+    Inet {
+        protocol: Protocol,
+        addr: SocketAddr,
+    },
     /// `-f mark` (with `-6` for IPv6)
     Fwmark { family: Family, mark: u32 },
 }
@@ -102,8 +105,14 @@ impl fmt::Display for ServiceKey {
             ServiceKey::Inet { protocol, addr } => {
                 write!(f, "{} {}", protocol.ipvsadm_label(), addr)
             }
-            ServiceKey::Fwmark { family: Family::V4, mark } => write!(f, "FWM {mark}"),
-            ServiceKey::Fwmark { family: Family::V6, mark } => write!(f, "FWM {mark} IPv6"),
+            ServiceKey::Fwmark {
+                family: Family::V4,
+                mark,
+            } => write!(f, "FWM {mark}"),
+            ServiceKey::Fwmark {
+                family: Family::V6,
+                mark,
+            } => write!(f, "FWM {mark} IPv6"),
         }
     }
 }
@@ -281,7 +290,11 @@ pub struct Tunnel {
 
 impl Default for Tunnel {
     fn default() -> Self {
-        Tunnel { kind: TunnelType::Ipip, port: 0, csum: TunnelCsum::NoCsum }
+        Tunnel {
+            kind: TunnelType::Ipip,
+            port: 0,
+            csum: TunnelCsum::NoCsum,
+        }
     }
 }
 
@@ -427,9 +440,18 @@ pub enum IpvsOp {
     AddService(Service),
     EditService(Service),
     DelService(ServiceKey),
-    AddDest { service: ServiceKey, dest: Destination },
-    EditDest { service: ServiceKey, dest: Destination },
-    DelDest { service: ServiceKey, dest: DestKey },
+    AddDest {
+        service: ServiceKey,
+        dest: Destination,
+    },
+    EditDest {
+        service: ServiceKey,
+        dest: Destination,
+    },
+    DelDest {
+        service: ServiceKey,
+        dest: DestKey,
+    },
 }
 
 impl IpvsOp {
@@ -459,7 +481,9 @@ impl fmt::Display for IpvsOp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             IpvsOp::AddService(s) => write!(f, "add service {} ({})", s.key, s.settings.scheduler),
-            IpvsOp::EditService(s) => write!(f, "edit service {} ({})", s.key, s.settings.scheduler),
+            IpvsOp::EditService(s) => {
+                write!(f, "edit service {} ({})", s.key, s.settings.scheduler)
+            }
             IpvsOp::DelService(k) => write!(f, "delete service {k}"),
             IpvsOp::AddDest { service, dest } => {
                 write!(f, "add destination {} to service {service}", dest.key)

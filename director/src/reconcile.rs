@@ -46,7 +46,10 @@ pub fn diff(desired: &DesiredTable, kernel: &KernelTable, exclusive: bool) -> Ve
                 for (dk, ds) in &want.dests {
                     add_dests.push(IpvsOp::AddDest {
                         service: *key,
-                        dest: crate::model::Destination { key: *dk, settings: *ds },
+                        dest: crate::model::Destination {
+                            key: *dk,
+                            settings: *ds,
+                        },
                     });
                 }
             }
@@ -59,10 +62,16 @@ pub fn diff(desired: &DesiredTable, kernel: &KernelTable, exclusive: bool) -> Ve
                     let dk = kd.dest.key;
                     seen.insert(dk);
                     match want.dests.get(&dk) {
-                        None => del_dests.push(IpvsOp::DelDest { service: *key, dest: dk }),
+                        None => del_dests.push(IpvsOp::DelDest {
+                            service: *key,
+                            dest: dk,
+                        }),
                         Some(ds) if *ds != kd.dest.settings => edit_dests.push(IpvsOp::EditDest {
                             service: *key,
-                            dest: crate::model::Destination { key: dk, settings: *ds },
+                            dest: crate::model::Destination {
+                                key: dk,
+                                settings: *ds,
+                            },
                         }),
                         Some(_) => {}
                     }
@@ -71,7 +80,10 @@ pub fn diff(desired: &DesiredTable, kernel: &KernelTable, exclusive: bool) -> Ve
                     if !seen.contains(dk) {
                         add_dests.push(IpvsOp::AddDest {
                             service: *key,
-                            dest: crate::model::Destination { key: *dk, settings: *ds },
+                            dest: crate::model::Destination {
+                                key: *dk,
+                                settings: *ds,
+                            },
                         });
                     }
                 }
@@ -97,8 +109,10 @@ pub fn diff(desired: &DesiredTable, kernel: &KernelTable, exclusive: bool) -> Ve
 pub fn diff_timeouts(want: Option<Timeouts>, have: Timeouts) -> Option<Timeouts> {
     let want = want?;
     let differs = |w: u32, h: u32| w != 0 && w != h;
-    (differs(want.tcp, have.tcp) || differs(want.tcp_fin, have.tcp_fin) || differs(want.udp, have.udp))
-        .then_some(want)
+    (differs(want.tcp, have.tcp)
+        || differs(want.tcp_fin, have.tcp_fin)
+        || differs(want.udp, have.udp))
+    .then_some(want)
 }
 
 /// A refused op, named for logs, metrics and `directorctl`.
@@ -147,7 +161,9 @@ fn is_signal(op: &IpvsOp, e: &KernelError) -> bool {
         IpvsOp::AddService(_) => errno == libc::EEXIST,
         IpvsOp::EditService(_) | IpvsOp::DelService(_) => errno == libc::ESRCH,
         IpvsOp::AddDest { .. } => errno == libc::EEXIST || errno == libc::ESRCH,
-        IpvsOp::EditDest { .. } | IpvsOp::DelDest { .. } => errno == libc::ENOENT || errno == libc::ESRCH,
+        IpvsOp::EditDest { .. } | IpvsOp::DelDest { .. } => {
+            errno == libc::ENOENT || errno == libc::ESRCH
+        }
     }
 }
 
@@ -162,7 +178,12 @@ impl<K: IpvsKernel> Reconciler<K> {
     }
 
     /// One level-triggered pass: dump, diff, apply.
-    pub fn pass(&mut self, desired: &DesiredTable, exclusive: bool, timeouts: Option<Timeouts>) -> PassReport {
+    pub fn pass(
+        &mut self,
+        desired: &DesiredTable,
+        exclusive: bool,
+        timeouts: Option<Timeouts>,
+    ) -> PassReport {
         let mut report = PassReport::default();
         let dump = match self.kernel.dump() {
             Ok(d) => d,

@@ -59,11 +59,15 @@ scheduler = "wlc"
 "#;
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Running {
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
     socket: PathBuf,
     config: PathBuf,
     metrics: String,
@@ -89,11 +93,30 @@ fn start(fake: SharedFake) -> Running {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (cfg, f) = (config.clone(), fake.clone());
     let thread = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        rt.block_on(director::daemon::run(cfg, move || Ok(f.clone()), async { let _ = stopped.await; }, || {}))
-            .map_err(|e| e.to_string())
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(director::daemon::run(
+            cfg,
+            move || Ok(f.clone()),
+            async {
+                let _ = stopped.await;
+            },
+            || {},
+        ))
+        .map_err(|e| e.to_string())
     });
-    let r = Running { dir, socket, config, metrics, fake, stop: Some(stop), thread: Some(thread) };
+    let r = Running {
+        _dir: dir,
+        socket,
+        config,
+        metrics,
+        fake,
+        stop: Some(stop),
+        thread: Some(thread),
+    };
     let deadline = Instant::now() + Duration::from_secs(20);
     while UnixStream::connect(&r.socket).is_err() {
         assert!(Instant::now() < deadline, "daemon did not come up");
@@ -141,7 +164,9 @@ fn daemon_programs_serves_reloads_and_repairs() {
     // Programmed at startup, and the socket is root-only.
     let mode = std::fs::metadata(&r.socket).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
-    let Response::Status(status) = r.ask(Request::Status) else { panic!("status") };
+    let Response::Status(status) = r.ask(Request::Status) else {
+        panic!("status")
+    };
     assert_eq!(status.table.services.len(), 1);
     assert_eq!(status.table.services[0].dests.len(), 2);
     assert_eq!(status.owned[0].name, "web");
@@ -149,30 +174,51 @@ fn daemon_programs_serves_reloads_and_repairs() {
 
     // Garbage, unknown commands and oversized lines get an error reply and
     // leave the daemon serving.
-    assert!(r.raw(b"this is not json\n").contains("\"result\":\"error\""));
-    assert!(r.raw(b"{\"cmd\":\"rm -rf\"}\n").contains("\"result\":\"error\""));
+    assert!(r
+        .raw(b"this is not json\n")
+        .contains("\"result\":\"error\""));
+    assert!(r
+        .raw(b"{\"cmd\":\"rm -rf\"}\n")
+        .contains("\"result\":\"error\""));
     let huge = vec![b'x'; control::MAX_REQUEST_BYTES + 10];
     assert!(r.raw(&huge).contains("longer than"));
     assert!(matches!(r.ask(Request::Status), Response::Status(_)));
 
     // An external flush is repaired by the periodic pass (100ms here).
     r.fake.0.lock().unwrap().flush().unwrap();
-    assert!(wait_until(Duration::from_secs(5), || r.table().services.len() == 1), "flush not repaired");
+    assert!(
+        wait_until(Duration::from_secs(5), || r.table().services.len() == 1),
+        "flush not repaired"
+    );
 
     // A bad config is rejected with positions and nothing changes.
     let good = std::fs::read_to_string(&r.config).unwrap();
     std::fs::write(&r.config, good.replace("weight = 2", "weight = 70000")).unwrap();
-    let Response::Reload(rej) = r.ask(Request::Reload) else { panic!("reload") };
+    let Response::Reload(rej) = r.ask(Request::Reload) else {
+        panic!("reload")
+    };
     assert_eq!(rej.rejected.len(), 1, "{:?}", rej.rejected);
-    assert!(rej.rejected[0].contains("director.toml:") && rej.rejected[0].contains("70000"), "{:?}", rej.rejected);
-    assert!(r.table().services[0].dests.iter().any(|d| d.dest.settings.weight == 2));
+    assert!(
+        rej.rejected[0].contains("director.toml:") && rej.rejected[0].contains("70000"),
+        "{:?}",
+        rej.rejected
+    );
+    assert!(r.table().services[0]
+        .dests
+        .iter()
+        .any(|d| d.dest.settings.weight == 2));
 
     // A good change applies only the difference.
     std::fs::write(&r.config, good.replace("weight = 2", "weight = 5")).unwrap();
-    let Response::Reload(ok) = r.ask(Request::Reload) else { panic!("reload") };
+    let Response::Reload(ok) = r.ask(Request::Reload) else {
+        panic!("reload")
+    };
     assert!(ok.rejected.is_empty());
     assert_eq!(ok.last_pass.unwrap().ops_applied, 1);
-    assert!(r.table().services[0].dests.iter().any(|d| d.dest.settings.weight == 5));
+    assert!(r.table().services[0]
+        .dests
+        .iter()
+        .any(|d| d.dest.settings.weight == 5));
 
     // Metrics are served and count what happened.
     let mut s = std::net::TcpStream::connect(&r.metrics).unwrap();
@@ -180,16 +226,32 @@ fn daemon_programs_serves_reloads_and_repairs() {
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
     assert!(text.starts_with("HTTP/1.1 200 OK"));
-    assert!(text.contains("director_config_reloads_total{result=\"rejected\"} 1"), "{text}");
-    assert!(text.contains("director_reconcile_ops_applied_total{kind=\"edit_dest\"} 1"), "{text}");
+    assert!(
+        text.contains("director_config_reloads_total{result=\"rejected\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("director_reconcile_ops_applied_total{kind=\"edit_dest\"} 1"),
+        "{text}"
+    );
     assert!(text.contains("director_services_owned 1"));
 
     // Shutdown leaves the table in place (the next daemon adopts it).
     let fake = r.fake.clone();
     r.stop().unwrap();
     assert_eq!(fake.0.lock().unwrap().table.services.len(), 1);
-    let flushes = fake.0.lock().unwrap().calls.iter().filter(|c| matches!(c, director::kernel::fake::Call::Flush)).count();
-    assert_eq!(flushes, 1, "only the test's own external flush; the daemon never flushes");
+    let flushes = fake
+        .0
+        .lock()
+        .unwrap()
+        .calls
+        .iter()
+        .filter(|c| matches!(c, director::kernel::fake::Call::Flush))
+        .count();
+    assert_eq!(
+        flushes, 1,
+        "only the test's own external flush; the daemon never flushes"
+    );
 }
 
 #[test]
@@ -197,16 +259,26 @@ fn second_daemon_on_a_live_socket_refuses_and_stale_socket_is_reused() {
     let r = start(SharedFake::default());
     let fake = SharedFake::default();
     let cfg = r.config.clone();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let err = rt
-        .block_on(director::daemon::run(cfg, move || Ok(fake.clone()), async {}, || {}))
+        .block_on(director::daemon::run(
+            cfg,
+            move || Ok(fake.clone()),
+            async {},
+            || {},
+        ))
         .unwrap_err()
         .to_string();
     assert!(err.contains("already listening"), "{err}");
     let socket = r.socket.clone();
     r.stop().unwrap();
     // A stale socket file (as after kill -9) does not block a new start.
-    std::os::unix::net::UnixListener::bind(&socket).map(drop).ok();
+    std::os::unix::net::UnixListener::bind(&socket)
+        .map(drop)
+        .ok();
     let _again = start(SharedFake::default());
 }
 
@@ -215,9 +287,17 @@ fn no_ipvs_is_said_plainly() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("d.toml");
     write_config(&config, &dir.path().join("s.sock"), "127.0.0.1:1", BODY);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let err = rt
-        .block_on(director::daemon::run(config, || Err::<FakeIpvs, _>(KernelError::Unavailable), async {}, || {}))
+        .block_on(director::daemon::run(
+            config,
+            || Err::<FakeIpvs, _>(KernelError::Unavailable),
+            async {},
+            || {},
+        ))
         .unwrap_err()
         .to_string();
     assert!(err.contains("no IPVS") && err.contains("nftables"), "{err}");

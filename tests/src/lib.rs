@@ -90,7 +90,13 @@ impl Daemon {
             socket.display()
         );
         std::fs::write(&config, text).expect("write config");
-        let mut d = Daemon { child: None, dir, config, socket, log };
+        let mut d = Daemon {
+            child: None,
+            dir,
+            config,
+            socket,
+            log,
+        };
         d.spawn();
         d
     }
@@ -98,7 +104,11 @@ impl Daemon {
     /// (Re)starts the daemon process on the same config and waits until
     /// its control socket answers.
     pub fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log");
         let child = Command::new(bin("director"))
             .args(["run", "--config"])
             .arg(&self.config)
@@ -112,7 +122,11 @@ impl Daemon {
             let out = self.ctl(&["status", "--json"]);
             out.status.success().then_some(())
         });
-        assert!(up.is_some(), "director did not come up; log:\n{}", self.log_text());
+        assert!(
+            up.is_some(),
+            "director did not come up; log:\n{}",
+            self.log_text()
+        );
     }
 
     pub fn log_text(&self) -> String {

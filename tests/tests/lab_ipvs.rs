@@ -147,7 +147,8 @@ fn fresh() {
 /// A few TCP connection attempts to `vip` (each one is scheduled).
 fn knock(vip: &str, times: usize) {
     for _ in 0..times {
-        let _ = std::net::TcpStream::connect_timeout(&vip.parse().unwrap(), Duration::from_millis(100));
+        let _ =
+            std::net::TcpStream::connect_timeout(&vip.parse().unwrap(), Duration::from_millis(100));
     }
 }
 
@@ -180,26 +181,43 @@ fn full_feature_config_matches_ipvsadm_byte_for_byte() {
     knock("192.0.2.104:80", 2);
     let status = d.status_json();
     let last = &status["last_pass"];
-    assert_eq!(last["errors"], serde_json::json!([]), "status: {status:#}\nlog:\n{}", d.log_text());
+    assert_eq!(
+        last["errors"],
+        serde_json::json!([]),
+        "status: {status:#}\nlog:\n{}",
+        d.log_text()
+    );
 
     for (ours, theirs) in [
         (vec!["status"], vec!["-Ln"]),
         (vec!["status", "--stats"], vec!["-Ln", "--stats"]),
         (vec!["status", "--rate"], vec!["-Ln", "--rate"]),
         (vec!["status", "--exact"], vec!["-Ln", "--exact"]),
-        (vec!["status", "--stats", "--exact"], vec!["-Ln", "--stats", "--exact"]),
+        (
+            vec!["status", "--stats", "--exact"],
+            vec!["-Ln", "--stats", "--exact"],
+        ),
         (vec!["status", "--thresholds"], vec!["-Ln", "--thresholds"]),
-        (vec!["status", "--persistent-conn"], vec!["-Ln", "--persistent-conn"]),
+        (
+            vec!["status", "--persistent-conn"],
+            vec!["-Ln", "--persistent-conn"],
+        ),
         (vec!["status", "--tun-info"], vec!["-Ln", "--tun-info"]),
         (vec!["status", "--nosort"], vec!["-Ln", "--nosort"]),
         (vec!["conns"], vec!["-Lnc"]),
-        (vec!["conns", "--persistent-conn"], vec!["-Lnc", "--persistent-conn"]),
+        (
+            vec!["conns", "--persistent-conn"],
+            vec!["-Lnc", "--persistent-conn"],
+        ),
     ] {
         let (a, b) = same_output(|| d.ctl_ok(&ours), || ipvsadm(&theirs));
         assert_eq!(a, b, "directorctl {ours:?} differs from ipvsadm {theirs:?}");
     }
     let conns = ipvsadm(&["-Lnc"]);
-    assert!(conns.lines().count() > 2, "the test should have produced connection entries:\n{conns}");
+    assert!(
+        conns.lines().count() > 2,
+        "the test should have produced connection entries:\n{conns}"
+    );
     let listing = plain_listing();
     for needle in [
         "TCP  192.0.2.100:80 wlc persistent 360 mask 255.255.255.0",
@@ -209,7 +227,10 @@ fn full_feature_config_matches_ipvsadm_byte_for_byte() {
         "Tunnel",
         "Route",
     ] {
-        assert!(listing.contains(needle), "ipvsadm -Ln lacks {needle:?}:\n{listing}");
+        assert!(
+            listing.contains(needle),
+            "ipvsadm -Ln lacks {needle:?}:\n{listing}"
+        );
     }
 }
 
@@ -221,8 +242,15 @@ fn manual_flush_is_repaired_within_one_pass() {
     let before = plain_listing();
     ipvsadm(&["-C"]);
     assert!(!plain_listing().contains("192.0.2.100"));
-    let repaired = wait_for(Duration::from_millis(2500), || (plain_listing() == before).then_some(()));
-    assert!(repaired.is_some(), "table not repaired within one 1s pass:\n{}\nlog:\n{}", plain_listing(), d.log_text());
+    let repaired = wait_for(Duration::from_millis(2500), || {
+        (plain_listing() == before).then_some(())
+    });
+    assert!(
+        repaired.is_some(),
+        "table not repaired within one 1s pass:\n{}\nlog:\n{}",
+        plain_listing(),
+        d.log_text()
+    );
 }
 
 #[test]
@@ -230,12 +258,32 @@ fn manual_flush_is_repaired_within_one_pass() {
 fn hand_edited_weight_is_set_back() {
     fresh();
     let d = Daemon::start("reconcile_interval = \"1s\"", FULL);
-    ipvsadm(&["-e", "-t", "192.0.2.100:80", "-r", "10.0.1.12:8080", "-m", "-w", "9", "-x", "100", "-y", "50"]);
+    ipvsadm(&[
+        "-e",
+        "-t",
+        "192.0.2.100:80",
+        "-r",
+        "10.0.1.12:8080",
+        "-m",
+        "-w",
+        "9",
+        "-x",
+        "100",
+        "-y",
+        "50",
+    ]);
     assert!(plain_listing().contains("10.0.1.12:8080               Masq    9"));
     let fixed = wait_for(Duration::from_millis(2500), || {
-        plain_listing().contains("10.0.1.12:8080               Masq    3").then_some(())
+        plain_listing()
+            .contains("10.0.1.12:8080               Masq    3")
+            .then_some(())
     });
-    assert!(fixed.is_some(), "weight not set back:\n{}\nlog:\n{}", plain_listing(), d.log_text());
+    assert!(
+        fixed.is_some(),
+        "weight not set back:\n{}\nlog:\n{}",
+        plain_listing(),
+        d.log_text()
+    );
 }
 
 #[test]
@@ -247,14 +295,24 @@ fn kill9_and_restart_adopts_services_and_keeps_counters() {
     knock("192.0.2.100:80", 5);
     let stats_before = ipvsadm(&["-Ln", "--stats", "--exact"]);
     assert!(
-        stats_before.lines().any(|l| l.starts_with("TCP  192.0.2.100:80") && !l.split_whitespace().nth(2).unwrap_or("0").eq("0")),
+        stats_before
+            .lines()
+            .any(|l| l.starts_with("TCP  192.0.2.100:80")
+                && !l.split_whitespace().nth(2).unwrap_or("0").eq("0")),
         "expected non-zero connection counter:\n{stats_before}"
     );
     d.kill9();
     d.spawn();
     let status = d.status_json();
-    assert_eq!(status["last_pass"]["ops_applied"], 0, "restart must adopt, not re-create: {status:#}");
-    assert_eq!(ipvsadm(&["-Ln", "--stats", "--exact"]), stats_before, "counters lost across kill -9 + restart");
+    assert_eq!(
+        status["last_pass"]["ops_applied"], 0,
+        "restart must adopt, not re-create: {status:#}"
+    );
+    assert_eq!(
+        ipvsadm(&["-Ln", "--stats", "--exact"]),
+        stats_before,
+        "counters lost across kill -9 + restart"
+    );
 }
 
 #[test]
@@ -264,11 +322,20 @@ fn foreign_services_survive_unless_exclusive() {
     ipvsadm(&["-A", "-t", "198.51.100.1:22", "-s", "rr"]);
     let d = Daemon::start("reconcile_interval = \"1s\"", FULL);
     std::thread::sleep(Duration::from_millis(1500));
-    assert!(plain_listing().contains("198.51.100.1:22"), "a service we do not own was touched");
-    assert!(d.ctl_ok(&["status"]).contains("198.51.100.1:22"), "status must show the whole table");
+    assert!(
+        plain_listing().contains("198.51.100.1:22"),
+        "a service we do not own was touched"
+    );
+    assert!(
+        d.ctl_ok(&["status"]).contains("198.51.100.1:22"),
+        "status must show the whole table"
+    );
     d.rewrite_config("reconcile_interval = \"1s\"\nipvs_exclusive = true", FULL);
     d.ctl_ok(&["reload"]);
-    assert!(!plain_listing().contains("198.51.100.1:22"), "exclusive mode must remove foreign services");
+    assert!(
+        !plain_listing().contains("198.51.100.1:22"),
+        "exclusive mode must remove foreign services"
+    );
 }
 
 #[test]
@@ -278,14 +345,29 @@ fn refused_op_is_named_counted_and_the_rest_applies() {
     let body = format!(
         "{FULL}\n[[virtual_server]]\nname = \"broken\"\naddress = \"192.0.2.200:80\"\nscheduler = \"nosuchsched\"\n"
     );
-    let d = Daemon::start("reconcile_interval = \"1s\"\nmetrics_listen = \"127.0.0.1:9588\"", &body);
+    let d = Daemon::start(
+        "reconcile_interval = \"1s\"\nmetrics_listen = \"127.0.0.1:9588\"",
+        &body,
+    );
     let status = d.status_json();
     let errors = status["last_pass"]["errors"].to_string();
-    assert!(errors.contains("broken") && errors.contains("192.0.2.200:80"), "{status:#}");
-    assert!(plain_listing().contains("192.0.2.100:80"), "the rest of the diff must still be applied");
+    assert!(
+        errors.contains("broken") && errors.contains("192.0.2.200:80"),
+        "{status:#}"
+    );
+    assert!(
+        plain_listing().contains("192.0.2.100:80"),
+        "the rest of the diff must still be applied"
+    );
     let metrics = http_get("127.0.0.1:9588", "/metrics");
-    assert!(metrics.contains("director_reconcile_errors_total{kind=\"add_service\"}"), "{metrics}");
-    assert!(metrics.contains("director_ipvs_service_connections_total"), "{metrics}");
+    assert!(
+        metrics.contains("director_reconcile_errors_total{kind=\"add_service\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("director_ipvs_service_connections_total"),
+        "{metrics}"
+    );
 }
 
 #[test]
@@ -293,18 +375,31 @@ fn refused_op_is_named_counted_and_the_rest_applies() {
 fn reload_applies_only_the_difference_and_rejects_bad_config() {
     fresh();
     let d = Daemon::start("reconcile_interval = \"1h\"", FULL);
-    let changed = FULL.replacen("address = \"10.0.1.11:8080\"\n  weight = 1", "address = \"10.0.1.11:8080\"\n  weight = 7", 1);
+    let changed = FULL.replacen(
+        "address = \"10.0.1.11:8080\"\n  weight = 1",
+        "address = \"10.0.1.11:8080\"\n  weight = 7",
+        1,
+    );
     d.rewrite_config("reconcile_interval = \"1h\"", &changed);
     let out = d.ctl_ok(&["reload"]);
     assert!(out.contains("1 kernel ops applied"), "{out}");
     assert!(plain_listing().contains("10.0.1.11:8080               Masq    7"));
 
-    d.rewrite_config("reconcile_interval = \"1h\"", &changed.replace("scheduler = \"wlc\"", "scheduler = 5"));
+    d.rewrite_config(
+        "reconcile_interval = \"1h\"",
+        &changed.replace("scheduler = \"wlc\"", "scheduler = 5"),
+    );
     let bad = d.ctl(&["reload"]);
     assert!(!bad.status.success());
     let err = String::from_utf8_lossy(&bad.stderr);
-    assert!(err.contains("director.toml:") && err.contains("scheduler"), "{err}");
-    assert!(plain_listing().contains("10.0.1.11:8080               Masq    7"), "running state must be kept");
+    assert!(
+        err.contains("director.toml:") && err.contains("scheduler"),
+        "{err}"
+    );
+    assert!(
+        plain_listing().contains("10.0.1.11:8080               Masq    7"),
+        "running state must be kept"
+    );
 }
 
 fn http_get(addr: &str, path: &str) -> String {

@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "director", version, about = "HA L4 load balancer: VRRP, IPVS programmer, health checks, conntrack sync")]
+#[command(
+    name = "director",
+    version,
+    about = "HA L4 load balancer: VRRP, IPVS programmer, health checks, conntrack sync"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -63,7 +67,8 @@ fn check(path: &std::path::Path) -> ExitCode {
 fn run(config: PathBuf) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -75,7 +80,10 @@ fn run(config: PathBuf) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let shutdown = async {
             use tokio::signal::unix::{signal, SignalKind};
-            match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            match (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) {
                 (Ok(mut term), Ok(mut int)) => {
                     tokio::select! {
                         _ = term.recv() => {}
@@ -85,7 +93,13 @@ fn run(config: PathBuf) -> anyhow::Result<()> {
                 _ => std::future::pending::<()>().await,
             }
         };
-        director::daemon::run(config, director::ipvs::IpvsSocket::open, shutdown, notify_ready).await
+        director::daemon::run(
+            config,
+            director::ipvs::IpvsSocket::open,
+            shutdown,
+            notify_ready,
+        )
+        .await
     })?;
     Ok(())
 }
@@ -94,7 +108,9 @@ fn run(config: PathBuf) -> anyhow::Result<()> {
 fn notify_ready() {
     use std::os::linux::net::SocketAddrExt;
     use std::os::unix::net::{SocketAddr, UnixDatagram};
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
     let path = path.to_string_lossy().into_owned();
     let addr = match path.strip_prefix('@') {
         Some(abstract_name) => SocketAddr::from_abstract_name(abstract_name.as_bytes()),

@@ -11,10 +11,19 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "directorctl", version, about = "Query and steer a running director")]
+#[command(
+    name = "directorctl",
+    version,
+    about = "Query and steer a running director"
+)]
 struct Cli {
     /// Control socket of the daemon (`global.control_socket`).
-    #[arg(long, global = true, env = "DIRECTOR_SOCKET", default_value = "/run/director/director.sock")]
+    #[arg(
+        long,
+        global = true,
+        env = "DIRECTOR_SOCKET",
+        default_value = "/run/director/director.sock"
+    )]
     socket: PathBuf,
     #[command(subcommand)]
     command: Command,
@@ -84,9 +93,24 @@ fn main() -> ExitCode {
             eprintln!("directorctl: {message}");
             ExitCode::FAILURE
         }
-        (Command::Status { stats, rate, thresholds, persistent_conn, tun_info, exact, nosort, json }, Response::Status(reply)) => {
+        (
+            Command::Status {
+                stats,
+                rate,
+                thresholds,
+                persistent_conn,
+                tun_info,
+                exact,
+                nosort,
+                json,
+            },
+            Response::Status(reply),
+        ) => {
             if json {
-                println!("{}", serde_json::to_string_pretty(&reply).unwrap_or_default());
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&reply).unwrap_or_default()
+                );
             } else {
                 let mode = match (stats, rate, thresholds, persistent_conn, tun_info) {
                     (true, ..) => ListMode::Stats,
@@ -96,16 +120,35 @@ fn main() -> ExitCode {
                     (.., true) => ListMode::TunInfo,
                     _ => ListMode::Plain,
                 };
-                print!("{}", director::format::list(&reply.table, &ListOptions { mode, exact, nosort }));
+                print!(
+                    "{}",
+                    director::format::list(
+                        &reply.table,
+                        &ListOptions {
+                            mode,
+                            exact,
+                            nosort
+                        }
+                    )
+                );
             }
             ExitCode::SUCCESS
         }
-        (Command::Conns { persistent_conn, json }, Response::Conns { proc_ip_vs_conn }) => {
+        (
+            Command::Conns {
+                persistent_conn,
+                json,
+            },
+            Response::Conns { proc_ip_vs_conn },
+        ) => {
             let result = if json {
                 director::format::parse_connections(&proc_ip_vs_conn)
                     .map(|c| serde_json::to_string_pretty(&c).unwrap_or_default() + "\n")
             } else {
-                director::format::connections(&proc_ip_vs_conn, &director::format::ConnOptions { persistent_conn })
+                director::format::connections(
+                    &proc_ip_vs_conn,
+                    &director::format::ConnOptions { persistent_conn },
+                )
             };
             match result {
                 Ok(text) => {
@@ -128,11 +171,18 @@ fn main() -> ExitCode {
             }
             match r.last_pass {
                 Some(p) if p.errors.is_empty() => {
-                    println!("reloaded: {} kernel ops applied in {:.3}s", p.ops_applied, p.duration_seconds);
+                    println!(
+                        "reloaded: {} kernel ops applied in {:.3}s",
+                        p.ops_applied, p.duration_seconds
+                    );
                     ExitCode::SUCCESS
                 }
                 Some(p) => {
-                    println!("reloaded: {} kernel ops applied; {} refused:", p.ops_applied, p.errors.len());
+                    println!(
+                        "reloaded: {} kernel ops applied; {} refused:",
+                        p.ops_applied,
+                        p.errors.len()
+                    );
                     for e in &p.errors {
                         println!("  {e}");
                     }

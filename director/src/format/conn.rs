@@ -162,7 +162,10 @@ pub fn parse_connections(proc_ip_vs_conn: &str) -> Result<Vec<Conn>, FormatError
     if lines.next().is_none() {
         return Err(FormatError::MissingHeader);
     }
-    lines.enumerate().map(|(i, line)| parse_line(line, i + 2)).collect()
+    lines
+        .enumerate()
+        .map(|(i, line)| parse_line(line, i + 2))
+        .collect()
 }
 
 fn parse_line(line: &str, lineno: usize) -> Result<Conn, FormatError> {

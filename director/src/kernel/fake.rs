@@ -43,10 +43,17 @@ impl Default for FakeIpvs {
     fn default() -> Self {
         FakeIpvs {
             table: KernelTable {
-                info: IpvsInfo { version: 0x010201, conn_tab_size: 4096 },
+                info: IpvsInfo {
+                    version: 0x010201,
+                    conn_tab_size: 4096,
+                },
                 services: Vec::new(),
             },
-            timeouts: Timeouts { tcp: 900, tcp_fin: 120, udp: 300 },
+            timeouts: Timeouts {
+                tcp: 900,
+                tcp_fin: 120,
+                udp: 300,
+            },
             daemons: Vec::new(),
             calls: Vec::new(),
             available: true,
@@ -74,7 +81,8 @@ impl FakeIpvs {
     /// Applies one op to `table` with kernel semantics. Public so property
     /// tests can apply a diff to a dump without going through `IpvsKernel`.
     pub fn apply_one(table: &mut KernelTable, op: &IpvsOp) -> Result<(), KernelError> {
-        let find = |t: &KernelTable, k: &ServiceKey| t.services.iter().position(|s| s.service.key == *k);
+        let find =
+            |t: &KernelTable, k: &ServiceKey| t.services.iter().position(|s| s.service.key == *k);
         match op {
             IpvsOp::AddService(s) => {
                 if find(table, &s.key).is_some() {
@@ -90,18 +98,24 @@ impl FakeIpvs {
                 });
             }
             IpvsOp::EditService(s) => {
-                let Some(i) = find(table, &s.key) else { return Err(refused(op, ESRCH)) };
+                let Some(i) = find(table, &s.key) else {
+                    return Err(refused(op, ESRCH));
+                };
                 if !KERNEL_SCHEDULERS.contains(&s.settings.scheduler.as_str()) {
                     return Err(refused(op, ENOENT));
                 }
                 table.services[i].service.settings = s.settings.clone();
             }
             IpvsOp::DelService(k) => {
-                let Some(i) = find(table, k) else { return Err(refused(op, ESRCH)) };
+                let Some(i) = find(table, k) else {
+                    return Err(refused(op, ESRCH));
+                };
                 table.services.remove(i);
             }
             IpvsOp::AddDest { service, dest } => {
-                let Some(i) = find(table, service) else { return Err(refused(op, ESRCH)) };
+                let Some(i) = find(table, service) else {
+                    return Err(refused(op, ESRCH));
+                };
                 if !check_dest(&dest.settings) {
                     return Err(refused(op, EINVAL));
                 }
@@ -118,17 +132,25 @@ impl FakeIpvs {
                 });
             }
             IpvsOp::EditDest { service, dest } => {
-                let Some(i) = find(table, service) else { return Err(refused(op, ESRCH)) };
+                let Some(i) = find(table, service) else {
+                    return Err(refused(op, ESRCH));
+                };
                 if !check_dest(&dest.settings) {
                     return Err(refused(op, EINVAL));
                 }
-                let Some(d) = table.services[i].dests.iter_mut().find(|d| d.dest.key == dest.key) else {
+                let Some(d) = table.services[i]
+                    .dests
+                    .iter_mut()
+                    .find(|d| d.dest.key == dest.key)
+                else {
                     return Err(refused(op, ENOENT));
                 };
                 d.dest.settings = dest.settings;
             }
             IpvsOp::DelDest { service, dest } => {
-                let Some(i) = find(table, service) else { return Err(refused(op, ESRCH)) };
+                let Some(i) = find(table, service) else {
+                    return Err(refused(op, ESRCH));
+                };
                 let dests = &mut table.services[i].dests;
                 let Some(j) = dests.iter().position(|d| d.dest.key == *dest) else {
                     return Err(refused(op, ENOENT));
@@ -140,7 +162,11 @@ impl FakeIpvs {
     }
 
     fn ensure(&self) -> Result<(), KernelError> {
-        if self.available { Ok(()) } else { Err(KernelError::Unavailable) }
+        if self.available {
+            Ok(())
+        } else {
+            Err(KernelError::Unavailable)
+        }
     }
 }
 
@@ -159,7 +185,9 @@ impl IpvsKernel for FakeIpvs {
             return ops.iter().map(|_| Err(e.clone())).collect();
         }
         self.calls.push(Call::Apply(ops.to_vec()));
-        ops.iter().map(|op| Self::apply_one(&mut self.table, op)).collect()
+        ops.iter()
+            .map(|op| Self::apply_one(&mut self.table, op))
+            .collect()
     }
     fn flush(&mut self) -> Result<(), KernelError> {
         self.ensure()?;

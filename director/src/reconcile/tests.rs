@@ -8,45 +8,79 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 // Small key spaces on purpose: desired and kernel tables must overlap often.
 fn arb_service_key() -> impl Strategy<Value = ServiceKey> {
     prop_oneof![
-        (prop_oneof![Just(Protocol::Tcp), Just(Protocol::Udp), Just(Protocol::Sctp)], 0u8..4, prop_oneof![Just(0u16), Just(80), Just(443)], any::<bool>())
+        (
+            prop_oneof![
+                Just(Protocol::Tcp),
+                Just(Protocol::Udp),
+                Just(Protocol::Sctp)
+            ],
+            0u8..4,
+            prop_oneof![Just(0u16), Just(80), Just(443)],
+            any::<bool>()
+        )
             .prop_map(|(protocol, host, port, v6)| {
                 let ip: IpAddr = if v6 {
                     Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, u16::from(host) + 1).into()
                 } else {
                     Ipv4Addr::new(192, 0, 2, host + 1).into()
                 };
-                ServiceKey::Inet { protocol, addr: SocketAddr::new(ip, port) }
+                ServiceKey::Inet {
+                    protocol,
+                    addr: SocketAddr::new(ip, port),
+                }
             }),
-        (prop_oneof![Just(Family::V4), Just(Family::V6)], 1u32..4).prop_map(|(family, mark)| ServiceKey::Fwmark { family, mark }),
+        (prop_oneof![Just(Family::V4), Just(Family::V6)], 1u32..4)
+            .prop_map(|(family, mark)| ServiceKey::Fwmark { family, mark }),
     ]
 }
 
 fn arb_settings(family: Family) -> impl Strategy<Value = ServiceSettings> {
-    (prop_oneof![Just("rr"), Just("wlc"), Just("mh"), Just("sh")], 0u32..64, 0u32..400, any::<bool>()).prop_map(
-        move |(sched, flags, timeout, pe)| ServiceSettings {
+    (
+        prop_oneof![Just("rr"), Just("wlc"), Just("mh"), Just("sh")],
+        0u32..64,
+        0u32..400,
+        any::<bool>(),
+    )
+        .prop_map(move |(sched, flags, timeout, pe)| ServiceSettings {
             scheduler: sched.to_string(),
             flags: flags & svc_flags::USER_MASK,
             timeout,
-            netmask: if timeout % 2 == 0 { default_netmask(family) } else if family == Family::V4 { 0xffff_ff00 } else { 64 },
+            netmask: if timeout % 2 == 0 {
+                default_netmask(family)
+            } else if family == Family::V4 {
+                0xffff_ff00
+            } else {
+                64
+            },
             pe_name: pe.then(|| "sip".to_string()),
-        },
-    )
+        })
 }
 
 fn arb_dest_settings() -> impl Strategy<Value = DestSettings> {
-    (prop_oneof![Just(Forward::Masq), Just(Forward::Route), Just(Forward::Tunnel)], 0i32..4, 0u32..3).prop_map(
-        |(forward, weight, thr)| DestSettings {
+    (
+        prop_oneof![
+            Just(Forward::Masq),
+            Just(Forward::Route),
+            Just(Forward::Tunnel)
+        ],
+        0i32..4,
+        0u32..3,
+    )
+        .prop_map(|(forward, weight, thr)| DestSettings {
             forward,
             weight,
             upper_threshold: thr * 100,
             lower_threshold: thr * 50,
             tunnel: if forward == Forward::Tunnel && weight % 2 == 1 {
-                Tunnel { kind: TunnelType::Gue, port: 6080, csum: TunnelCsum::Csum }
+                Tunnel {
+                    kind: TunnelType::Gue,
+                    port: 6080,
+                    csum: TunnelCsum::Csum,
+                }
             } else {
                 Tunnel::default()
             },
-        },
-    )
+        })
 }
 
 fn arb_dests(family: Family) -> impl Strategy<Value = BTreeMap<DestKey, DestSettings>> {
@@ -66,7 +100,8 @@ fn arb_dests(family: Family) -> impl Strategy<Value = BTreeMap<DestKey, DestSett
 fn arb_service() -> impl Strategy<Value = (Service, BTreeMap<DestKey, DestSettings>)> {
     arb_service_key().prop_flat_map(|key| {
         let fam = key.family();
-        (arb_settings(fam), arb_dests(fam)).prop_map(move |(settings, dests)| (Service { key, settings }, dests))
+        (arb_settings(fam), arb_dests(fam))
+            .prop_map(move |(settings, dests)| (Service { key, settings }, dests))
     })
 }
 
@@ -75,7 +110,16 @@ fn arb_desired() -> impl Strategy<Value = DesiredTable> {
         services: v
             .into_iter()
             .enumerate()
-            .map(|(i, (service, dests))| (service.key, DesiredService { name: format!("vs{i}"), service, dests }))
+            .map(|(i, (service, dests))| {
+                (
+                    service.key,
+                    DesiredService {
+                        name: format!("vs{i}"),
+                        service,
+                        dests,
+                    },
+                )
+            })
             .collect(),
     })
 }
@@ -89,7 +133,10 @@ fn arb_kernel() -> impl Strategy<Value = KernelTable> {
             }
             services.push(KernelService {
                 service,
-                stats: Stats { conns, ..Stats::default() },
+                stats: Stats {
+                    conns,
+                    ..Stats::default()
+                },
                 dests: dests
                     .into_iter()
                     .map(|(key, settings)| KernelDest {
@@ -97,12 +144,21 @@ fn arb_kernel() -> impl Strategy<Value = KernelTable> {
                         active_conns: 1,
                         inactive_conns: 2,
                         persist_conns: 0,
-                        stats: Stats { conns, ..Stats::default() },
+                        stats: Stats {
+                            conns,
+                            ..Stats::default()
+                        },
                     })
                     .collect(),
             });
         }
-        KernelTable { info: IpvsInfo { version: 0x010201, conn_tab_size: 4096 }, services }
+        KernelTable {
+            info: IpvsInfo {
+                version: 0x010201,
+                conn_tab_size: 4096,
+            },
+            services,
+        }
     })
 }
 
@@ -114,8 +170,19 @@ fn as_desired(kernel: &KernelTable, like: &DesiredTable) -> DesiredTable {
             .iter()
             .filter_map(|ks| {
                 let name = like.services.get(&ks.service.key)?.name.clone();
-                let dests = ks.dests.iter().map(|d| (d.dest.key, d.dest.settings)).collect();
-                Some((ks.service.key, DesiredService { name, service: ks.service.clone(), dests }))
+                let dests = ks
+                    .dests
+                    .iter()
+                    .map(|d| (d.dest.key, d.dest.settings))
+                    .collect();
+                Some((
+                    ks.service.key,
+                    DesiredService {
+                        name,
+                        service: ks.service.clone(),
+                        dests,
+                    },
+                ))
             })
             .collect(),
     }
@@ -175,18 +242,31 @@ proptest! {
 }
 
 fn web_desired() -> DesiredTable {
-    let key = ServiceKey::Inet { protocol: Protocol::Tcp, addr: "192.0.2.100:80".parse().unwrap() };
+    let key = ServiceKey::Inet {
+        protocol: Protocol::Tcp,
+        addr: "192.0.2.100:80".parse().unwrap(),
+    };
     let mut dests = BTreeMap::new();
     for h in 11..=13 {
         dests.insert(
-            DestKey { addr: format!("10.0.1.{h}").parse().unwrap(), port: 8080 },
+            DestKey {
+                addr: format!("10.0.1.{h}").parse().unwrap(),
+                port: 8080,
+            },
             DestSettings::new(Forward::Masq, 1),
         );
     }
     let mut services = BTreeMap::new();
     services.insert(
         key,
-        DesiredService { name: "web".into(), service: Service { key, settings: ServiceSettings::new("wlc", Family::V4) }, dests },
+        DesiredService {
+            name: "web".into(),
+            service: Service {
+                key,
+                settings: ServiceSettings::new("wlc", Family::V4),
+            },
+            dests,
+        },
     );
     DesiredTable { services }
 }
@@ -199,7 +279,11 @@ fn cold_start_then_steady_state_is_quiet() {
     assert_eq!(first.applied.len(), 4);
     assert!(first.failed.is_empty() && first.conflicts.is_empty());
     let second = r.pass(&desired, false, None);
-    assert!(second.applied.is_empty(), "a pass with nothing to change must emit no op: {:?}", second.applied);
+    assert!(
+        second.applied.is_empty(),
+        "a pass with nothing to change must emit no op: {:?}",
+        second.applied
+    );
 }
 
 #[test]
@@ -212,7 +296,11 @@ fn restart_adopts_without_touching_counters() {
     // A new daemon process: a fresh reconciler over the same kernel.
     let report = Reconciler::new(&mut kernel).pass(&desired, false, None);
     assert!(report.applied.is_empty());
-    assert_eq!(kernel.calls, vec![Call::Dump], "adoption must not write (no flush, no re-create)");
+    assert_eq!(
+        kernel.calls,
+        vec![Call::Dump],
+        "adoption must not write (no flush, no re-create)"
+    );
     assert_eq!(kernel.table.services[0].stats.conns, 4242);
 }
 
@@ -225,7 +313,9 @@ fn external_flush_and_hand_edit_are_repaired() {
     kernel.table.services[0].dests[1].dest.settings.weight = 9;
     let report = Reconciler::new(&mut kernel).pass(&desired, false, None);
     assert_eq!(report.applied.len(), 1);
-    assert!(matches!(&report.applied[0], IpvsOp::EditDest { dest, .. } if dest.settings.weight == 1));
+    assert!(
+        matches!(&report.applied[0], IpvsOp::EditDest { dest, .. } if dest.settings.weight == 1)
+    );
     // ipvsadm -C
     kernel.flush().unwrap();
     let report = Reconciler::new(&mut kernel).pass(&desired, false, None);
@@ -238,7 +328,10 @@ fn foreign_services_are_left_alone_unless_exclusive() {
     let desired = web_desired();
     let mut kernel = FakeIpvs::new();
     let foreign = Service {
-        key: ServiceKey::Fwmark { family: Family::V4, mark: 7 },
+        key: ServiceKey::Fwmark {
+            family: Family::V4,
+            mark: 7,
+        },
         settings: ServiceSettings::new("rr", Family::V4),
     };
     kernel.apply(&[IpvsOp::AddService(foreign.clone())]);
@@ -252,21 +345,36 @@ fn foreign_services_are_left_alone_unless_exclusive() {
 #[test]
 fn refused_op_is_named_and_the_rest_still_applies() {
     let mut desired = web_desired();
-    let bad_key = ServiceKey::Inet { protocol: Protocol::Udp, addr: "192.0.2.100:53".parse().unwrap() };
+    let bad_key = ServiceKey::Inet {
+        protocol: Protocol::Udp,
+        addr: "192.0.2.100:53".parse().unwrap(),
+    };
     desired.services.insert(
         bad_key,
         DesiredService {
             name: "dns".into(),
-            service: Service { key: bad_key, settings: ServiceSettings::new("nosuchsched", Family::V4) },
+            service: Service {
+                key: bad_key,
+                settings: ServiceSettings::new("nosuchsched", Family::V4),
+            },
             dests: BTreeMap::new(),
         },
     );
     let mut r = Reconciler::new(FakeIpvs::new());
     let report = r.pass(&desired, false, None);
-    assert!(report.conflicts.is_empty(), "ENOENT from an unknown scheduler is an error, not a signal");
+    assert!(
+        report.conflicts.is_empty(),
+        "ENOENT from an unknown scheduler is an error, not a signal"
+    );
     assert_eq!(report.failed.len(), 1);
     assert_eq!(report.failed[0].service_name.as_deref(), Some("dns"));
-    assert!(report.failed[0].error.contains("add service UDP 192.0.2.100:53"), "{}", report.failed[0].error);
+    assert!(
+        report.failed[0]
+            .error
+            .contains("add service UDP 192.0.2.100:53"),
+        "{}",
+        report.failed[0].error
+    );
     assert_eq!(report.applied.len(), 4, "web must still be programmed");
     // The next pass retries it (and fails the same way until the module exists).
     let again = r.pass(&desired, false, None);
@@ -298,10 +406,21 @@ fn dump_failure_applies_nothing() {
 #[test]
 fn timeouts_are_set_only_when_they_differ() {
     let mut kernel = FakeIpvs::new();
-    let want = Timeouts { tcp: 900, tcp_fin: 30, udp: 0 };
+    let want = Timeouts {
+        tcp: 900,
+        tcp_fin: 30,
+        udp: 0,
+    };
     let report = Reconciler::new(&mut kernel).pass(&DesiredTable::default(), false, Some(want));
     assert_eq!(report.timeouts_set, Some(want));
-    assert_eq!(kernel.timeouts, Timeouts { tcp: 900, tcp_fin: 30, udp: 300 });
+    assert_eq!(
+        kernel.timeouts,
+        Timeouts {
+            tcp: 900,
+            tcp_fin: 30,
+            udp: 300
+        }
+    );
     let report = Reconciler::new(&mut kernel).pass(&DesiredTable::default(), false, Some(want));
     assert_eq!(report.timeouts_set, None);
 }
@@ -314,10 +433,22 @@ fn new_dests_are_added_before_old_ones_are_removed() {
     let mut moved = desired.clone();
     let svc = moved.services.values_mut().next().unwrap();
     svc.dests.clear();
-    svc.dests.insert(DestKey { addr: "10.0.2.1".parse().unwrap(), port: 8080 }, DestSettings::new(Forward::Masq, 1));
+    svc.dests.insert(
+        DestKey {
+            addr: "10.0.2.1".parse().unwrap(),
+            port: 8080,
+        },
+        DestSettings::new(Forward::Masq, 1),
+    );
     let ops = diff(&moved, &kernel.table, false);
-    let first_del = ops.iter().position(|o| matches!(o, IpvsOp::DelDest { .. })).unwrap();
-    let add = ops.iter().position(|o| matches!(o, IpvsOp::AddDest { .. })).unwrap();
+    let first_del = ops
+        .iter()
+        .position(|o| matches!(o, IpvsOp::DelDest { .. }))
+        .unwrap();
+    let add = ops
+        .iter()
+        .position(|o| matches!(o, IpvsOp::AddDest { .. }))
+        .unwrap();
     assert!(add < first_del);
 }
 
@@ -331,9 +462,22 @@ fn table_moving_under_us_is_a_signal() {
     kernel.flush().unwrap();
     // A diff computed from the stale dump, applied to the flushed table.
     let mut moved = desired.clone();
-    moved.services.values_mut().next().unwrap().dests.values_mut().for_each(|d| d.weight = 5);
+    moved
+        .services
+        .values_mut()
+        .next()
+        .unwrap()
+        .dests
+        .values_mut()
+        .for_each(|d| d.weight = 5);
     let ops = diff(&moved, &stale, false);
     let results = kernel.apply(&ops);
-    assert!(results.iter().zip(&ops).all(|(r, op)| is_signal(op, r.as_ref().unwrap_err())), "{results:?}");
+    assert!(
+        results
+            .iter()
+            .zip(&ops)
+            .all(|(r, op)| is_signal(op, r.as_ref().unwrap_err())),
+        "{results:?}"
+    );
     assert!(ops.iter().all(|o| o.service_key() == svc));
 }

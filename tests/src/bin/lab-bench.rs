@@ -31,9 +31,17 @@ fn rip(i: usize, j: usize) -> String {
 fn config_body(services: usize) -> String {
     let mut s = String::new();
     for i in 0..services {
-        let _ = writeln!(s, "[[virtual_server]]\nname = \"vs{i}\"\naddress = \"{}:80\"\nscheduler = \"wlc\"", vip(i));
+        let _ = writeln!(
+            s,
+            "[[virtual_server]]\nname = \"vs{i}\"\naddress = \"{}:80\"\nscheduler = \"wlc\"",
+            vip(i)
+        );
         for j in 0..4 {
-            let _ = writeln!(s, "  [[virtual_server.real_server]]\n  address = \"{}:8080\"", rip(i, j));
+            let _ = writeln!(
+                s,
+                "  [[virtual_server.real_server]]\n  address = \"{}:8080\"",
+                rip(i, j)
+            );
         }
     }
     s
@@ -63,7 +71,11 @@ fn time_cmd(cmd: &str, args: &[&str], stdin: Option<&str>) -> Duration {
     let start = Instant::now();
     let mut child = Command::new(cmd)
         .args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -103,8 +115,16 @@ fn main() {
     ipvsadm(&["-C"]);
     let mut rec = Reconciler::new(IpvsSocket::open().expect("IPVS"));
     let report = rec.pass(&desired, false, None);
-    assert!(report.failed.is_empty() && report.dump_error.is_none(), "cold apply failed: {:?}", report.failed.first());
-    assert_eq!(ipvsadm(&["-Ln"]), by_ipvsadm, "director and ipvsadm -R built different tables");
+    assert!(
+        report.failed.is_empty() && report.dump_error.is_none(),
+        "cold apply failed: {:?}",
+        report.failed.first()
+    );
+    assert_eq!(
+        ipvsadm(&["-Ln"]),
+        by_ipvsadm,
+        "director and ipvsadm -R built different tables"
+    );
 
     let (mut cold_dir, mut cold_adm, mut noop, mut one) = (vec![], vec![], vec![], vec![]);
     for round in 0..rounds {
@@ -137,7 +157,11 @@ fn main() {
 
     // directorctl status vs ipvsadm -Ln, with the daemon holding the table.
     let daemon = Daemon::start("reconcile_interval = \"1h\"", &body);
-    assert_eq!(daemon.ctl_ok(&["status"]), ipvsadm(&["-Ln"]), "status differs from ipvsadm -Ln");
+    assert_eq!(
+        daemon.ctl_ok(&["status"]),
+        ipvsadm(&["-Ln"]),
+        "status differs from ipvsadm -Ln"
+    );
     let sock = daemon.socket.to_string_lossy().into_owned();
     let ctl = bin("directorctl").to_string_lossy().into_owned();
     let (mut st_dir, mut st_adm) = (vec![], vec![]);
@@ -151,9 +175,25 @@ fn main() {
     let (sd, sa) = (median(st_dir), median(st_adm));
     println!("| measurement ({services} services x 4 destinations, median of {rounds}) | director | ipvsadm | ratio |");
     println!("|---|---|---|---|");
-    println!("| cold apply (empty table -> full) | {} | {} (`ipvsadm -R`) | {:.2} |", ms(cd), ms(ca), cd.as_secs_f64() / ca.as_secs_f64());
-    println!("| reconcile pass, nothing to change | {} | - | - |", ms(median(noop)));
-    println!("| reconcile pass, one destination changed | {} | - | - |", ms(median(one)));
-    println!("| `directorctl status` vs `ipvsadm -Ln` | {} | {} | {:.2} |", ms(sd), ms(sa), sd.as_secs_f64() / sa.as_secs_f64());
+    println!(
+        "| cold apply (empty table -> full) | {} | {} (`ipvsadm -R`) | {:.2} |",
+        ms(cd),
+        ms(ca),
+        cd.as_secs_f64() / ca.as_secs_f64()
+    );
+    println!(
+        "| reconcile pass, nothing to change | {} | - | - |",
+        ms(median(noop))
+    );
+    println!(
+        "| reconcile pass, one destination changed | {} | - | - |",
+        ms(median(one))
+    );
+    println!(
+        "| `directorctl status` vs `ipvsadm -Ln` | {} | {} | {:.2} |",
+        ms(sd),
+        ms(sa),
+        sd.as_secs_f64() / sa.as_secs_f64()
+    );
     ipvsadm(&["-C"]);
 }
