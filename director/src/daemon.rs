@@ -182,7 +182,22 @@ where
                 addr: addr.to_string(),
                 detail: e.to_string(),
             })?;
-        tokio::spawn(crate::metrics::serve(l, shared.metrics.clone()));
+        let for_scrape = shared.clone();
+        let refresh = move || {
+            let shared = for_scrape.clone();
+            async move {
+                if let Ok(table) = dump(&shared).await {
+                    let desired = shared
+                        .state
+                        .lock()
+                        .ok()
+                        .map(|s| s.desired.clone())
+                        .unwrap_or_default();
+                    shared.metrics.table.update(&table, &desired);
+                }
+            }
+        };
+        tokio::spawn(crate::metrics::serve(l, shared.metrics.clone(), refresh));
     }
     tokio::spawn(control_server(listener, shared.clone()));
     spawn_family_watch(shared.clone());

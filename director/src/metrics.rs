@@ -311,13 +311,21 @@ impl Collector for IpvsTableCollector {
     }
 }
 
-/// Serves `GET /metrics` until the listener fails.
-pub async fn serve(listener: TcpListener, metrics: Metrics) {
+/// Serves `GET /metrics` until the listener fails. `refresh` runs before
+/// each scrape so the kernel counters are those of that moment (one dump,
+/// the same one `directorctl status --stats` would print), not of the last
+/// reconcile pass.
+pub async fn serve<R, Fut>(listener: TcpListener, metrics: Metrics, refresh: R)
+where
+    R: Fn() -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     loop {
         let Ok((mut stream, _peer)) = listener.accept().await else {
             continue;
         };
         let metrics = metrics.clone();
+        let refresh = refresh.clone();
         tokio::spawn(async move {
             let mut head = Vec::with_capacity(1024);
             let mut buf = [0u8; 1024];
@@ -330,11 +338,13 @@ pub async fn serve(listener: TcpListener, metrics: Metrics) {
                 }
             })
             .await;
-            let (status, ctype, body) = if read.is_err() {
+            if read.is_err() {
                 return;
-            } else {
-                route(&head, &metrics)
-            };
+            }
+            if head.starts_with(b"GET /metrics ") {
+                refresh().await;
+            }
+            let (status, ctype, body) = route(&head, &metrics);
             let resp = format!(
                 "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()

@@ -221,7 +221,7 @@ fn full_feature_config_matches_ipvsadm_byte_for_byte() {
     let listing = plain_listing();
     for needle in [
         "TCP  192.0.2.100:80 wlc persistent 360 mask 255.255.255.0",
-        "UDP  192.0.2.101:53 sh (flag-1,flag-2) ops",
+        "UDP  192.0.2.101:53 sh (sh-fallback,sh-port) ops",
         "pe sip",
         "FWM  200 IPv6 nq persistent 120 mask 64",
         "Tunnel",
@@ -293,7 +293,7 @@ fn kill9_and_restart_adopts_services_and_keeps_counters() {
     let mut d = Daemon::start("reconcile_interval = \"1s\"", FULL);
     // Give the kernel some counters to lose.
     knock("192.0.2.100:80", 5);
-    let stats_before = ipvsadm(&["-Ln", "--stats", "--exact"]);
+    let stats_before = settled_stats();
     assert!(
         stats_before
             .lines()
@@ -400,6 +400,23 @@ fn reload_applies_only_the_difference_and_rejects_bad_config() {
         plain_listing().contains("10.0.1.11:8080               Masq    7"),
         "running state must be kept"
     );
+}
+
+/// `ipvsadm -Ln --stats --exact` once the kernel's counters have settled:
+/// IPVS folds its per-CPU counters into what it reports from the 2-second
+/// estimator timer (net/netfilter/ipvs/ip_vs_est.c), so a read right after
+/// traffic can lag.
+fn settled_stats() -> String {
+    let mut last = ipvsadm(&["-Ln", "--stats", "--exact"]);
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(2500));
+        let now = ipvsadm(&["-Ln", "--stats", "--exact"]);
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+    panic!("IPVS counters never settled:\n{last}");
 }
 
 fn http_get(addr: &str, path: &str) -> String {
