@@ -504,7 +504,7 @@ impl IpvsKernel for IpvsSocket {
         let mut results: Vec<Option<Result<(), KernelError>>> = vec![None; ops.len()];
         // A rough size of each encoded op, so a batch stays under SEND_BYTES.
         const OP_BYTES_MAX: usize = 160;
-        let per_batch = self.window.min(SEND_BYTES / OP_BYTES_MAX).max(1);
+        let per_batch = self.window.clamp(1, SEND_BYTES / OP_BYTES_MAX);
         let all: Vec<usize> = (0..ops.len()).collect();
         for chunk in all.chunks(per_batch) {
             self.apply_batch(ops, chunk, &mut results);
