@@ -395,3 +395,41 @@ fn lab_cold_apply_5000_services_beats_ipvsadm_restore() {
         best[0]
     );
 }
+
+/// A window far larger than the receive buffer: the kernel drops answers
+/// (ENOBUFS). Every op still gets a result, none is claimed to have
+/// succeeded without proof, the window shrinks, and the socket stays usable.
+#[test]
+#[ignore = "needs IPVS: run in the kernel lab"]
+fn lab_receive_overrun_is_reported_not_hidden() {
+    let mut s = open();
+    s.flush().unwrap();
+    let svc = Service {
+        key: tcp("192.0.2.10:80"),
+        settings: ServiceSettings::new("rr", Family::V4),
+    };
+    assert!(s.apply(&[IpvsOp::AddService(svc.clone())])[0].is_ok());
+    let small = s.set_rcvbuf(4096).unwrap();
+    s.set_window(400);
+    let ops = vec![IpvsOp::AddService(svc.clone()); 400];
+    let r = s.apply(&ops);
+    let refused = r
+        .iter()
+        .filter(|x| x.as_ref().err().and_then(|e| e.errno()) == Some(libc::EEXIST))
+        .count();
+    let unknown = r
+        .iter()
+        .filter(|x| matches!(x, Err(KernelError::Io { .. })))
+        .count();
+    eprintln!(
+        "window for a 4 KiB buffer: {small}; refused {refused}, unknown {unknown}, window now {}",
+        s.window()
+    );
+    assert_eq!(r.len(), 400);
+    assert_eq!(refused + unknown, 400, "no op may be reported as applied");
+    assert!(unknown > 0, "the overrun should have happened");
+    assert!(s.window() < 400);
+    // Still in sync: a dump works and sees the one service.
+    assert_eq!(s.dump().unwrap().services.len(), 1);
+    s.flush().unwrap();
+}
