@@ -585,15 +585,18 @@ impl<'a> AttrTable<'a> {
     /// A counter that is u32 in `IPVS_*_ATTR_STATS` and u64 in `STATS64`
     /// (and u64 for the byte counters in both): accept either width.
     fn counter(&self, kind: u16, name: &str) -> Result<u64, KernelError> {
-        match self.get(kind) {
-            None => Ok(0),
-            Some(v) => match v.len() {
-                4 => Ok(u64::from(u32::from_ne_bytes([v[0], v[1], v[2], v[3]]))),
-                8 => Ok(u64::from_ne_bytes([
-                    v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7],
-                ])),
-                n => Err(derr(self.what, format!("{name}: {n} bytes, need 4 or 8"))),
-            },
+        let Some(v) = self.get(kind) else {
+            return Ok(0);
+        };
+        if let Ok(b) = <[u8; 4]>::try_from(v) {
+            Ok(u64::from(u32::from_ne_bytes(b)))
+        } else if let Ok(b) = <[u8; 8]>::try_from(v) {
+            Ok(u64::from_ne_bytes(b))
+        } else {
+            Err(derr(
+                self.what,
+                format!("{name}: {} bytes, need 4 or 8", v.len()),
+            ))
         }
     }
     fn string(&self, kind: u16, name: &str) -> Result<Option<String>, KernelError> {

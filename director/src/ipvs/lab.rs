@@ -53,7 +53,6 @@ fn lab_dump_decodes_a_table_made_by_ipvsadm() {
     ipvsadm("-A -f 100 -s wrr -o");
     ipvsadm("-a -f 100 -r 10.0.0.6 -g -w 0");
     let t = s.dump().unwrap();
-    eprintln!("{}", serde_json::to_string_pretty(&t).unwrap());
     assert_eq!(t.info.version, 0x010201);
     let find = |k: ServiceKey| {
         t.services
@@ -73,7 +72,8 @@ fn lab_dump_decodes_a_table_made_by_ipvsadm() {
         }
     );
     assert_eq!(web.dests.len(), 2);
-    let d1 = &web.dests[0].dest;
+    // ip_vs_ctl.c lists destinations newest first.
+    let d1 = &web.dests[1].dest;
     assert_eq!(
         d1.key,
         DestKey {
@@ -90,7 +90,7 @@ fn lab_dump_decodes_a_table_made_by_ipvsadm() {
         ),
         (3, 100, 10)
     );
-    let d2 = &web.dests[1].dest;
+    let d2 = &web.dests[0].dest;
     assert_eq!(d2.settings.forward, Forward::Tunnel);
     assert_eq!(
         d2.settings.tunnel,
@@ -312,56 +312,71 @@ fn restore_script(ops: &[IpvsOp]) -> String {
     s
 }
 
+/// Cold start of 5,000 services x 4 destinations: ours vs `ipvsadm -R`,
+/// and `dump()` vs `ipvsadm -Ln`. Best of two runs each, interleaved, since
+/// the lab VM is emulated (TCG) and shares its host.
 #[test]
 #[ignore = "needs IPVS: run in the kernel lab"]
 fn lab_cold_apply_5000_services_beats_ipvsadm_restore() {
     use std::io::Write;
+    use std::time::Duration;
     let mut s = open();
     let ops = big_table(5000, 4);
-    eprintln!("ops: {}, window: {}", ops.len(), s.window());
-
-    s.flush().unwrap();
     let script = restore_script(&ops);
-    let t0 = Instant::now();
-    let mut child = Command::new("ipvsadm")
-        .arg("-R")
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success());
-    let ipvsadm_time = t0.elapsed();
-    eprintln!("ipvsadm -R: {ipvsadm_time:?}");
-
-    let mut times = Vec::new();
-    for mode in [AckMode::Last, AckMode::Every] {
+    eprintln!("ops: {}, window: {}", ops.len(), s.window());
+    let mut best = [Duration::MAX; 5];
+    for round in 0..2 {
         s.flush().unwrap();
-        s.set_ack_mode(mode);
         let t0 = Instant::now();
-        let r = s.apply(&ops);
-        let el = t0.elapsed();
-        assert!(
-            r.iter().all(|x| x.is_ok()),
-            "{:?}",
-            r.iter().find(|x| x.is_err())
-        );
-        eprintln!("apply {mode:?}: {el:?}");
-        times.push(el);
-    }
-    let t0 = Instant::now();
-    let table = s.dump().unwrap();
-    let dump_time = t0.elapsed();
-    eprintln!("dump: {dump_time:?}");
-    assert_eq!(table.services.len(), 5000);
-    assert!(table.services.iter().all(|x| x.dests.len() == 4));
+        let mut child = Command::new("ipvsadm")
+            .arg("-R")
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+        let restore = t0.elapsed();
+        let t0 = Instant::now();
+        let out = Command::new("ipvsadm").arg("-Ln").output().unwrap();
+        assert!(out.status.success());
+        let list = t0.elapsed();
 
-    // Everything again: all 25,000 refused (EEXIST / ...), none lost.
-    s.set_ack_mode(AckMode::Last);
+        let mut apply = [Duration::ZERO; 2];
+        for (i, mode) in [AckMode::Last, AckMode::Every].into_iter().enumerate() {
+            s.flush().unwrap();
+            s.set_ack_mode(mode);
+            let t0 = Instant::now();
+            let r = s.apply(&ops);
+            apply[i] = t0.elapsed();
+            assert!(
+                r.iter().all(|x| x.is_ok()),
+                "{:?}",
+                r.iter().find(|x| x.is_err())
+            );
+        }
+        s.set_ack_mode(AckMode::Last);
+        let t0 = Instant::now();
+        let table = s.dump().unwrap();
+        let dump = t0.elapsed();
+        assert_eq!(table.services.len(), 5000);
+        assert!(table.services.iter().all(|x| x.dests.len() == 4));
+        eprintln!(
+            "round {round}: ipvsadm -R {restore:?}, apply(Last) {:?}, apply(Every) {:?}; ipvsadm -Ln {list:?}, dump {dump:?}",
+            apply[0], apply[1]
+        );
+        for (b, t) in best
+            .iter_mut()
+            .zip([restore, apply[0], apply[1], list, dump])
+        {
+            *b = (*b).min(t);
+        }
+    }
+    // Everything again on the full table: all 25,000 refused, none lost.
     let t0 = Instant::now();
     let r = s.apply(&ops);
     eprintln!("apply all-failing: {:?}", t0.elapsed());
@@ -369,9 +384,52 @@ fn lab_cold_apply_5000_services_beats_ipvsadm_restore() {
         .iter()
         .all(|x| x.as_ref().err().and_then(|e| e.errno()) == Some(libc::EEXIST)));
     s.flush().unwrap();
-    assert!(
-        times[0] < ipvsadm_time,
-        "pipelined apply {:?} vs ipvsadm -R {ipvsadm_time:?}",
-        times[0]
+    eprintln!(
+        "best: ipvsadm -R {:?}, apply(Last) {:?}, apply(Every) {:?}, ipvsadm -Ln {:?}, dump {:?}",
+        best[0], best[1], best[2], best[3], best[4]
     );
+    assert!(
+        best[1] < best[0],
+        "pipelined apply {:?} vs ipvsadm -R {:?}",
+        best[1],
+        best[0]
+    );
+}
+
+/// A window far larger than the receive buffer: the kernel drops answers
+/// (ENOBUFS). Every op still gets a result, none is claimed to have
+/// succeeded without proof, the window shrinks, and the socket stays usable.
+#[test]
+#[ignore = "needs IPVS: run in the kernel lab"]
+fn lab_receive_overrun_is_reported_not_hidden() {
+    let mut s = open();
+    s.flush().unwrap();
+    let svc = Service {
+        key: tcp("192.0.2.10:80"),
+        settings: ServiceSettings::new("rr", Family::V4),
+    };
+    assert!(s.apply(&[IpvsOp::AddService(svc.clone())])[0].is_ok());
+    let small = s.set_rcvbuf(4096).unwrap();
+    s.set_window(400);
+    let ops = vec![IpvsOp::AddService(svc.clone()); 400];
+    let r = s.apply(&ops);
+    let refused = r
+        .iter()
+        .filter(|x| x.as_ref().err().and_then(|e| e.errno()) == Some(libc::EEXIST))
+        .count();
+    let unknown = r
+        .iter()
+        .filter(|x| matches!(x, Err(KernelError::Io { .. })))
+        .count();
+    eprintln!(
+        "window for a 4 KiB buffer: {small}; refused {refused}, unknown {unknown}, window now {}",
+        s.window()
+    );
+    assert_eq!(r.len(), 400);
+    assert_eq!(refused + unknown, 400, "no op may be reported as applied");
+    assert!(unknown > 0, "the overrun should have happened");
+    assert!(s.window() < 400);
+    // Still in sync: a dump works and sees the one service.
+    assert_eq!(s.dump().unwrap().services.len(), 1);
+    s.flush().unwrap();
 }

@@ -8,6 +8,20 @@
 //! - `nl`: netlink / generic netlink framing (headers, attributes, NLMSG_ERROR
 //!   with extended ack), bounds-checked by hand.
 //! - [`IpvsSocket`] (`socket`): the real [`crate::kernel::IpvsKernel`].
+//! - `tests`: round trips, garbage/truncation, proptest, and byte-level
+//!   comparison with real ipvsadm traffic in `testdata/ipvsadm.txt`
+//!   (recorded over nlmon in the kernel lab by `testdata/capture.sh`,
+//!   cut per command by `testdata/extract.py`).
+//! - `lab`: `#[ignore]`d tests of the real socket against a real IPVS kernel
+//!   (run in the kernel lab; they fail when IPVS is absent).
+//!
+//! What the captures showed about the kernel's (6.1) and ipvsadm's (1.31)
+//! encoding: libnl marks request nests `NLA_F_NESTED`, the kernel's dump
+//! replies do not; `IPVS_SVC_ATTR_NETMASK` is the IPv4 mask in network
+//! order but the IPv6 prefix length in host order; dumps carry both STATS and
+//! STATS64; destinations are listed newest first; ipvsadm always sends the
+//! TUN_* attributes, the full service with every destination command, and
+//! opens one socket per request (all with the same sequence number).
 //!
 //! Why pipelining. `ipvsadm -R` (libipvs over libnl) does one sendmsg and
 //! waits for one ACK per rule, so a cold start of 5,000 services x 4

@@ -1350,3 +1350,101 @@ fn capture_list_dump_requests_and_replies() {
     assert_eq!(dests_of_web[3].dest.settings.forward, Forward::Route);
     assert_eq!(dests_of_web[3].dest.settings.weight, 0);
 }
+
+// ------------------------------------------- batch bookkeeping (sans-IO)
+
+use super::socket::Batch;
+use super::AckMode;
+
+/// An NLMSG_ERROR for `seq` as the kernel sends it with NETLINK_CAP_ACK.
+fn nlmsgerr(seq: u32, error: i32) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend_from_slice(&36u32.to_ne_bytes());
+    b.extend_from_slice(&NLMSG_ERROR.to_ne_bytes());
+    b.extend_from_slice(&0x100u16.to_ne_bytes());
+    b.extend_from_slice(&seq.to_ne_bytes());
+    b.extend_from_slice(&1u32.to_ne_bytes());
+    b.extend_from_slice(&error.to_ne_bytes());
+    b.extend_from_slice(&[0u8; 16]);
+    b
+}
+
+fn what(i: usize) -> String {
+    format!("op {i}")
+}
+
+#[test]
+fn batch_last_mode_successes_are_silent() {
+    // Ops 10, 11, 12 sent as seq 100, 101, 102; only 102 asked for an ACK.
+    let mut b = Batch::new(100, vec![10, 11, 12], AckMode::Last);
+    assert!(!b.feed(&nlmsgerr(101, -libc::EEXIST), &what));
+    // Stale and foreign messages are ignored.
+    assert!(!b.feed(&nlmsgerr(99, -libc::ENOENT), &what));
+    assert!(!b.feed(&nlmsgerr(7_000, 0), &what));
+    assert!(b.feed(&nlmsgerr(102, 0), &what));
+    let r = b.finish(&what);
+    assert_eq!(r.len(), 3);
+    assert_eq!(r[0], (10, Ok(())));
+    assert_eq!(r[1].0, 11);
+    assert!(
+        matches!(&r[1].1, Err(KernelError::Refused { what, errno, .. }) if what == "op 11" && *errno == libc::EEXIST)
+    );
+    assert_eq!(r[2], (12, Ok(())));
+}
+
+#[test]
+fn batch_several_answers_in_one_datagram_and_a_failing_last() {
+    let mut b = Batch::new(u32::MAX, vec![0, 1], AckMode::Last);
+    let mut d = nlmsgerr(u32::MAX, -libc::ESRCH);
+    d.extend(nlmsgerr(0, -libc::EINVAL)); // seq wrapped
+    assert!(b.feed(&d, &what));
+    let r = b.finish(&what);
+    assert_eq!(r[0].1.as_ref().unwrap_err().errno(), Some(libc::ESRCH));
+    assert_eq!(r[1].1.as_ref().unwrap_err().errno(), Some(libc::EINVAL));
+}
+
+#[test]
+fn batch_every_mode_needs_every_ack() {
+    let mut b = Batch::new(1, vec![0, 1, 2], AckMode::Every);
+    assert!(!b.feed(&nlmsgerr(1, 0), &what));
+    assert!(!b.feed(&nlmsgerr(2, 0), &what));
+    assert!(b.feed(&nlmsgerr(3, 0), &what));
+    assert!(b.finish(&what).iter().all(|(_, r)| r.is_ok()));
+}
+
+#[test]
+fn batch_lost_answers_are_unknown_not_success() {
+    let mut b = Batch::new(1, vec![0, 1, 2], AckMode::Last);
+    assert!(!b.feed(&nlmsgerr(1, -libc::EEXIST), &what));
+    b.lost("No buffer space available (os error 105)");
+    let r = b.finish(&what);
+    assert_eq!(r[0].1.as_ref().unwrap_err().errno(), Some(libc::EEXIST));
+    for (_, x) in &r[1..] {
+        assert!(
+            matches!(x, Err(KernelError::Io { detail, .. }) if detail.contains("outcome unknown"))
+        );
+    }
+}
+
+#[test]
+fn batch_ignores_garbage() {
+    let mut b = Batch::new(1, vec![0], AckMode::Last);
+    assert!(!b.feed(&[1, 2, 3], &what));
+    let mut short = nlmsgerr(1, 0);
+    short[0] = 18; // claims 18 bytes: the error code is cut off
+    short.truncate(18);
+    assert!(b.feed(&short, &what), "answered, even if undecodable");
+    assert!(matches!(
+        &b.finish(&what)[0].1,
+        Err(KernelError::Decode { .. })
+    ));
+}
+
+proptest! {
+    #[test]
+    fn prop_batch_never_panics(d in proptest::collection::vec(any::<u8>(), 0..200), first in any::<u32>()) {
+        let mut b = Batch::new(first, vec![0, 1, 2], AckMode::Last);
+        let _ = b.feed(&d, &what);
+        prop_assert_eq!(b.finish(&what).len(), 3);
+    }
+}
