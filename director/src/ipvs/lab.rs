@@ -13,7 +13,6 @@ use crate::kernel::{IpvsKernel, KernelError};
 use crate::model::*;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::Command;
-use std::time::Instant;
 
 fn open() -> IpvsSocket {
     match IpvsSocket::open() {
@@ -291,109 +290,35 @@ fn big_table(n_svc: u32, n_dest: u8) -> Vec<IpvsOp> {
     ops
 }
 
-fn restore_script(ops: &[IpvsOp]) -> String {
-    let mut s = String::new();
-    for op in ops {
-        match op {
-            IpvsOp::AddService(sv) => {
-                if let ServiceKey::Inet { addr, .. } = sv.key {
-                    s.push_str(&format!("-A -t {addr} -s wlc\n"));
-                }
-            }
-            IpvsOp::AddDest {
-                service: ServiceKey::Inet { addr, .. },
-                dest,
-            } => {
-                s.push_str(&format!("-a -t {addr} -r {} -m -w 1\n", dest.key));
-            }
-            _ => {}
-        }
-    }
-    s
-}
-
-/// Cold start of 5,000 services x 4 destinations: ours vs `ipvsadm -R`,
-/// and `dump()` vs `ipvsadm -Ln`. Best of two runs each, interleaved, since
-/// the lab VM is emulated (TCG) and shares its host.
+/// Many windows' worth of ops (2,000 services x 4 destinations): every op
+/// applied and the dump shows all of it; applying it all again is refused
+/// op by op (EEXIST for each, none lost across windows). Timing against
+/// `ipvsadm -R` is the benchmark's job (`tests/lab/bench`), not a test's.
 #[test]
 #[ignore = "needs IPVS: run in the kernel lab"]
-fn lab_cold_apply_5000_services_beats_ipvsadm_restore() {
-    use std::io::Write;
-    use std::time::Duration;
+fn lab_many_windows_apply_and_refuse_every_op() {
     let mut s = open();
-    let ops = big_table(5000, 4);
-    let script = restore_script(&ops);
-    eprintln!("ops: {}, window: {}", ops.len(), s.window());
-    let mut best = [Duration::MAX; 5];
-    for round in 0..2 {
-        s.flush().unwrap();
-        let t0 = Instant::now();
-        let mut child = Command::new("ipvsadm")
-            .arg("-R")
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(script.as_bytes())
-            .unwrap();
-        assert!(child.wait().unwrap().success());
-        let restore = t0.elapsed();
-        let t0 = Instant::now();
-        let out = Command::new("ipvsadm").arg("-Ln").output().unwrap();
-        assert!(out.status.success());
-        let list = t0.elapsed();
-
-        let mut apply = [Duration::ZERO; 2];
-        for (i, mode) in [AckMode::Last, AckMode::Every].into_iter().enumerate() {
-            s.flush().unwrap();
-            s.set_ack_mode(mode);
-            let t0 = Instant::now();
-            let r = s.apply(&ops);
-            apply[i] = t0.elapsed();
-            assert!(
-                r.iter().all(|x| x.is_ok()),
-                "{:?}",
-                r.iter().find(|x| x.is_err())
-            );
-        }
-        s.set_ack_mode(AckMode::Last);
-        let t0 = Instant::now();
-        let table = s.dump().unwrap();
-        let dump = t0.elapsed();
-        assert_eq!(table.services.len(), 5000);
-        assert!(table.services.iter().all(|x| x.dests.len() == 4));
-        eprintln!(
-            "round {round}: ipvsadm -R {restore:?}, apply(Last) {:?}, apply(Every) {:?}; ipvsadm -Ln {list:?}, dump {dump:?}",
-            apply[0], apply[1]
-        );
-        for (b, t) in best
-            .iter_mut()
-            .zip([restore, apply[0], apply[1], list, dump])
-        {
-            *b = (*b).min(t);
-        }
-    }
-    // Everything again on the full table: all 25,000 refused, none lost.
-    let t0 = Instant::now();
+    s.flush().unwrap();
+    let ops = big_table(2000, 4);
+    assert!(
+        ops.len() > 4 * s.window(),
+        "the test must span several windows"
+    );
     let r = s.apply(&ops);
-    eprintln!("apply all-failing: {:?}", t0.elapsed());
-    assert!(r
+    assert!(
+        r.iter().all(|x| x.is_ok()),
+        "{:?}",
+        r.iter().find(|x| x.is_err())
+    );
+    let table = s.dump().unwrap();
+    assert_eq!(table.services.len(), 2000);
+    assert!(table.services.iter().all(|x| x.dests.len() == 4));
+    let again = s.apply(&ops);
+    assert_eq!(again.len(), ops.len());
+    assert!(again
         .iter()
         .all(|x| x.as_ref().err().and_then(|e| e.errno()) == Some(libc::EEXIST)));
     s.flush().unwrap();
-    eprintln!(
-        "best: ipvsadm -R {:?}, apply(Last) {:?}, apply(Every) {:?}, ipvsadm -Ln {:?}, dump {:?}",
-        best[0], best[1], best[2], best[3], best[4]
-    );
-    assert!(
-        best[1] < best[0],
-        "pipelined apply {:?} vs ipvsadm -R {:?}",
-        best[1],
-        best[0]
-    );
 }
 
 /// A window far larger than the receive buffer: the kernel drops answers
