@@ -139,10 +139,13 @@ impl Default for Metrics {
     }
 }
 
+/// A dump and the config names of the services in it.
+type LastDump = (KernelTable, BTreeMap<ServiceKey, String>);
+
 /// Kernel counters from the last dump, exported per service / destination.
 #[derive(Clone, Default)]
 pub struct IpvsTableCollector {
-    last: Arc<RwLock<Option<(KernelTable, BTreeMap<ServiceKey, String>)>>>,
+    last: Arc<RwLock<Option<LastDump>>>,
     descs: Arc<Vec<Desc>>,
 }
 

@@ -7,6 +7,7 @@
 //! 2. one reconcile pass with nothing to change;
 //! 3. one pass that changes one destination's weight;
 //! 4. `directorctl status` vs `ipvsadm -Ln` on that table (daemon running).
+//!
 //! Before timing, both paths are checked to produce the same table.
 
 use director::config::{self, Config};
