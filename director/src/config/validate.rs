@@ -20,6 +20,10 @@ pub(crate) type Errors = Vec<(Range<usize>, String)>;
 struct Ctx<'a> {
     text: &'a str,
     errs: Errors,
+    /// Byte offsets of every '\n' in `text`, so `line()` is a binary search:
+    /// a config with 5,000 virtual servers asks for tens of thousands of
+    /// lines, and scanning from the start each time made that quadratic.
+    newlines: Vec<usize>,
 }
 
 impl Ctx<'_> {
@@ -30,11 +34,7 @@ impl Ctx<'_> {
     /// 1-based line of a byte offset, for "first at line N" references.
     fn line(&self, span: &Range<usize>) -> usize {
         let end = span.start.min(self.text.len());
-        self.text.as_bytes()[..end]
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count()
-            + 1
+        self.newlines.partition_point(|&nl| nl < end) + 1
     }
 
     /// The header as written (`[[virtual_server]]`), or `fallback` for an
@@ -60,6 +60,33 @@ impl Ctx<'_> {
             );
         }
         v.as_ref()
+    }
+
+    /// The required, non-empty `name` of a table, checked to be unique
+    /// among `seen` (name -> line of its first table).
+    fn unique_name(
+        &mut self,
+        raw: &Opt<String>,
+        header: &Range<usize>,
+        table: &str,
+        what: &str,
+        seen: &mut HashMap<String, usize>,
+    ) -> Option<String> {
+        let name = self
+            .require(raw, header, table, "name")
+            .and_then(|v| self.nonempty(v, "name"));
+        if let (Some(n), Some(v)) = (&name, raw) {
+            if let Some(line) = seen.get(n) {
+                self.err(
+                    v.span(),
+                    format!("duplicate {what} name \"{n}\" (first at line {line})"),
+                );
+            } else {
+                let line = self.line(header);
+                seen.insert(n.clone(), line);
+            }
+        }
+        name
     }
 
     fn nonempty(&mut self, v: &S<String>, key: &str) -> Option<String> {
@@ -291,6 +318,7 @@ pub(crate) fn validate(text: &str, raw: &RawConfig) -> Result<Config, Errors> {
     let mut cx = Ctx {
         text,
         errs: Vec::new(),
+        newlines: text.match_indices('\n').map(|(i, _)| i).collect(),
     };
     let global = global(&mut cx, raw.global.as_ref());
     let vrrp_instances = vrrp(&mut cx, raw.vrrp_instance.as_deref().unwrap_or(&[]));
@@ -401,20 +429,7 @@ fn vrrp(cx: &mut Ctx<'_>, raws: &[S<RawVrrp>]) -> Vec<VrrpInstance> {
         let h = inst.span();
         let table = cx.table_name(&h, "vrrp_instance");
         let r = inst.get_ref();
-        let name = cx
-            .require(&r.name, &h, &table, "name")
-            .and_then(|v| cx.nonempty(v, "name"));
-        if let (Some(n), Some(v)) = (&name, &r.name) {
-            if let Some(line) = names.get(n) {
-                cx.err(
-                    v.span(),
-                    format!("duplicate vrrp_instance name \"{n}\" (first at line {line})"),
-                );
-            } else {
-                let line = cx.line(&h);
-                names.insert(n.clone(), line);
-            }
-        }
+        let name = cx.unique_name(&r.name, &h, &table, "vrrp_instance", &mut names);
         let label = name.clone().unwrap_or_default();
         let interface = cx
             .require(&r.interface, &h, &table, "interface")
@@ -611,20 +626,7 @@ fn sync_groups(
         let h = g.span();
         let table = cx.table_name(&h, "sync_group");
         let r = g.get_ref();
-        let name = cx
-            .require(&r.name, &h, &table, "name")
-            .and_then(|v| cx.nonempty(v, "name"));
-        if let (Some(n), Some(v)) = (&name, &r.name) {
-            if let Some(line) = names.get(n) {
-                cx.err(
-                    v.span(),
-                    format!("duplicate sync_group name \"{n}\" (first at line {line})"),
-                );
-            } else {
-                let line = cx.line(&h);
-                names.insert(n.clone(), line);
-            }
-        }
+        let name = cx.unique_name(&r.name, &h, &table, "sync_group", &mut names);
         let label = name.clone().unwrap_or_default();
         let mut members = Vec::new();
         match cx.require(&r.instances, &h, &table, "instances") {
@@ -781,20 +783,7 @@ fn virtual_server(
     let h = vs.span();
     let table = cx.table_name(&h, "virtual_server");
     let r = vs.get_ref();
-    let name = cx
-        .require(&r.name, &h, &table, "name")
-        .and_then(|v| cx.nonempty(v, "name"));
-    if let (Some(n), Some(v)) = (&name, &r.name) {
-        if let Some(line) = names.get(n) {
-            cx.err(
-                v.span(),
-                format!("duplicate virtual server name \"{n}\" (first at line {line})"),
-            );
-        } else {
-            let line = cx.line(&h);
-            names.insert(n.clone(), line);
-        }
-    }
+    let name = cx.unique_name(&r.name, &h, &table, "virtual server", names);
     let label = name.clone().unwrap_or_default();
 
     // The key: address + protocol, or fwmark + family.
