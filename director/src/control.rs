@@ -72,6 +72,10 @@ pub struct StatusReply {
     pub config_file: String,
     pub router_id: String,
     pub table: KernelTable,
+    /// `ipvsadm -L --timeout`; `None` if the kernel would not say.
+    pub timeouts: Option<crate::model::Timeouts>,
+    /// `ipvsadm -L --daemon`: the kernel's connection-sync daemons.
+    pub sync_daemons: Vec<crate::model::SyncDaemon>,
     pub owned: Vec<OwnedService>,
     pub exclusive: bool,
     pub reconcile_interval_seconds: f64,

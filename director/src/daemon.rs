@@ -57,7 +57,18 @@ enum KernelCmd {
     Dump {
         reply: oneshot::Sender<Result<KernelTable, KernelError>>,
     },
+    /// Table plus timeouts and sync daemons, for `directorctl status`.
+    Status {
+        reply: oneshot::Sender<Result<KernelStatus, KernelError>>,
+    },
     Reopen,
+}
+
+/// What `directorctl status` shows of the kernel.
+struct KernelStatus {
+    table: KernelTable,
+    timeouts: Option<Timeouts>,
+    sync_daemons: Vec<crate::model::SyncDaemon>,
 }
 
 /// A pass request: why, and who (if anyone) waits for its summary.
@@ -107,6 +118,15 @@ where
                     }
                     KernelCmd::Dump { reply } => {
                         let _ = reply.send(reconciler.kernel.dump());
+                    }
+                    KernelCmd::Status { reply } => {
+                        let k = &mut reconciler.kernel;
+                        let status = k.dump().map(|table| KernelStatus {
+                            table,
+                            timeouts: k.timeouts().ok(),
+                            sync_daemons: k.sync_daemons().unwrap_or_default(),
+                        });
+                        let _ = reply.send(status);
                     }
                     KernelCmd::Reopen => match open() {
                         Ok(k) => reconciler = Reconciler::new(k),
@@ -409,11 +429,25 @@ async fn dump(shared: &Shared) -> Result<KernelTable, String> {
         .map_err(|e| e.to_string())
 }
 
+async fn kernel_status(shared: &Shared) -> Result<KernelStatus, String> {
+    let (tx, rx) = oneshot::channel();
+    let gone = || "kernel worker is gone".to_string();
+    shared
+        .kernel
+        .send(KernelCmd::Status { reply: tx })
+        .map_err(|_| gone())?;
+    rx.await.map_err(|_| gone())?.map_err(|e| e.to_string())
+}
+
 async fn handle(req: Request, shared: &Shared) -> Response {
     match req {
-        Request::Status => match dump(shared).await {
+        Request::Status => match kernel_status(shared).await {
             Err(message) => Response::Error { message },
-            Ok(table) => {
+            Ok(KernelStatus {
+                table,
+                timeouts,
+                sync_daemons,
+            }) => {
                 let Ok(s) = shared.state.lock() else {
                     return Response::Error {
                         message: "state poisoned".into(),
@@ -424,6 +458,8 @@ async fn handle(req: Request, shared: &Shared) -> Response {
                     config_file: s.config_path.display().to_string(),
                     router_id: s.config.global.router_id.clone(),
                     table,
+                    timeouts,
+                    sync_daemons,
                     owned: s
                         .desired
                         .services

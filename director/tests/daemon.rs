@@ -171,6 +171,15 @@ fn daemon_programs_serves_reloads_and_repairs() {
     assert_eq!(status.table.services[0].dests.len(), 2);
     assert_eq!(status.owned[0].name, "web");
     assert_eq!(status.dataplane, "ipvs");
+    assert_eq!(
+        status.timeouts,
+        Some(Timeouts {
+            tcp: 900,
+            tcp_fin: 120,
+            udp: 300
+        })
+    );
+    assert!(status.sync_daemons.is_empty());
 
     // Garbage, unknown commands and oversized lines get an error reply and
     // leave the daemon serving.

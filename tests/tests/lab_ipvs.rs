@@ -179,6 +179,14 @@ fn full_feature_config_matches_ipvsadm_byte_for_byte() {
     let d = Daemon::start("reconcile_interval = \"1s\"", FULL);
     knock("192.0.2.100:80", 3);
     knock("192.0.2.104:80", 2);
+    ipvsadm(&[
+        "--start-daemon",
+        "master",
+        "--mcast-interface",
+        "lo",
+        "--syncid",
+        "7",
+    ]);
     let status = d.status_json();
     let last = &status["last_pass"];
     assert_eq!(
@@ -204,6 +212,8 @@ fn full_feature_config_matches_ipvsadm_byte_for_byte() {
         ),
         (vec!["status", "--tun-info"], vec!["-Ln", "--tun-info"]),
         (vec!["status", "--nosort"], vec!["-Ln", "--nosort"]),
+        (vec!["status", "--timeout"], vec!["-Ln", "--timeout"]),
+        (vec!["status", "--daemon"], vec!["-Ln", "--daemon"]),
         (vec!["conns"], vec!["-Lnc"]),
         (
             vec!["conns", "--persistent-conn"],

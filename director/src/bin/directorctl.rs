@@ -54,6 +54,12 @@ enum Command {
         /// Kernel order instead of ipvsadm's sort (`--nosort`).
         #[arg(long)]
         nosort: bool,
+        /// Connection timeouts (`ipvsadm -L --timeout`).
+        #[arg(long, conflicts_with_all = ["stats", "rate", "thresholds", "persistent_conn", "tun_info", "daemon"])]
+        timeout: bool,
+        /// Kernel connection-sync daemons (`ipvsadm -L --daemon`).
+        #[arg(long, conflicts_with_all = ["stats", "rate", "thresholds", "persistent_conn", "tun_info"])]
+        daemon: bool,
         /// Machine-readable status: table, owned services, last pass.
         #[arg(long)]
         json: bool,
@@ -102,11 +108,21 @@ fn main() -> ExitCode {
                 tun_info,
                 exact,
                 nosort,
+                timeout,
+                daemon,
                 json,
             },
             Response::Status(reply),
         ) => {
-            if json {
+            if timeout && !json {
+                let Some(t) = reply.timeouts else {
+                    eprintln!("directorctl: the kernel did not report its timeouts");
+                    return ExitCode::FAILURE;
+                };
+                print!("{}", director::format::timeouts(&t));
+            } else if daemon && !json {
+                print!("{}", director::format::daemons(&reply.sync_daemons));
+            } else if json {
                 println!(
                     "{}",
                     serde_json::to_string_pretty(&reply).unwrap_or_default()
