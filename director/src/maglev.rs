@@ -408,7 +408,7 @@ fn siphash24(k0: u64, k1: u64, msg: &[u8]) -> u64 {
         v[1] = v[1].rotate_left(17) ^ v[2];
         v[2] = v[2].rotate_left(32);
     }
-    let mut compress = |v: &mut [u64; 4], m: u64| {
+    let compress = |v: &mut [u64; 4], m: u64| {
         v[3] ^= m;
         round(v);
         round(v);
@@ -582,5 +582,296 @@ mod tests {
         let t = build(&backends, 7).expect("valid");
         assert_eq!(t.slots(), expected_table);
         assert_eq!(t.backends(), sorted);
+    }
+
+    /// Largest relative deviation of a backend's slot count from its ideal.
+    fn worst_spread(t: &MaglevTable) -> f64 {
+        let total: u64 = t.backends().iter().map(|b| u64::from(b.weight)).sum();
+        let m = f64::from(t.table_size());
+        counts(t)
+            .iter()
+            .zip(t.backends())
+            .map(|(&c, b)| {
+                let ideal = m * f64::from(b.weight) / total as f64;
+                (c as f64 - ideal).abs() / ideal
+            })
+            .fold(0.0, f64::max)
+    }
+
+    #[test]
+    fn every_slot_filled_and_spread_within_one_percent() {
+        for n in [10, 100] {
+            let t = build(&many(n, |_| 1), DEFAULT_TABLE_SIZE).expect("valid");
+            assert_eq!(t.slots().len(), DEFAULT_TABLE_SIZE as usize);
+            assert!(t.slots().iter().all(|&s| (s as usize) < n));
+            let spread = worst_spread(&t);
+            eprintln!("maglev spread N={n} M=65537: worst {:.4}%", spread * 100.0);
+            assert!(spread <= 0.01, "N={n}: {spread}");
+        }
+    }
+
+    #[test]
+    fn weighted_shares_follow_weights() {
+        // Weights 1 and 2 alternate: shares 1:2 within 1% of ideal.
+        for n in [10, 100] {
+            let t = build(&many(n, |i| 1 + (i % 2) as u32), DEFAULT_TABLE_SIZE).expect("valid");
+            let spread = worst_spread(&t);
+            eprintln!(
+                "maglev weighted 1:2 spread N={n}: worst {:.4}%",
+                spread * 100.0
+            );
+            assert!(spread <= 0.01, "N={n}: {spread}");
+        }
+        // Same shares whatever the common factor (gcd reduction), and a
+        // table that fills mid-round stays proportional.
+        let a = build(&many(10, |i| 1 + (i % 2) as u32), DEFAULT_TABLE_SIZE).expect("valid");
+        let b = build(
+            &many(10, |i| 100 + 100 * (i % 2) as u32),
+            DEFAULT_TABLE_SIZE,
+        )
+        .expect("valid");
+        assert_eq!(a.slots(), b.slots());
+        let odd = build(&many(50, |i| 1000 + i as u32), DEFAULT_TABLE_SIZE).expect("valid");
+        assert!(worst_spread(&odd) <= 0.01, "{}", worst_spread(&odd));
+        // Drained backends are not in the table.
+        let d = build(
+            &many(10, |i| if i == 3 { 0 } else { 1 }),
+            DEFAULT_TABLE_SIZE,
+        )
+        .expect("valid");
+        assert_eq!(d.backends().len(), 9);
+        assert!(!d
+            .backends()
+            .iter()
+            .any(|b| b.addr == many(10, |_| 1)[3].addr));
+    }
+
+    #[test]
+    fn all_drained_is_empty() {
+        let t = build(&many(5, |_| 0), 7).expect("valid");
+        assert!(t.is_empty());
+        assert_eq!(t.lookup(12345), None);
+        let t = build(&[], 7).expect("valid");
+        assert_eq!(t.lookup(0), None);
+    }
+
+    #[test]
+    fn removing_one_of_100_backends_moves_about_one_percent() {
+        let all = many(100, |_| 1);
+        let before = build(&all, DEFAULT_TABLE_SIZE).expect("valid");
+        let removed = all[42].addr;
+        let rest: Vec<Backend> = all.iter().filter(|b| b.addr != removed).copied().collect();
+        let after = build(&rest, DEFAULT_TABLE_SIZE).expect("valid");
+        let addr = |t: &MaglevTable, s: u32| t.backends()[s as usize].addr;
+        let (mut changed, mut on_survivors, mut survivors_moved) = (0usize, 0usize, 0usize);
+        for (&b, &a) in before.slots().iter().zip(after.slots()) {
+            let (b, a) = (addr(&before, b), addr(&after, a));
+            if b != a {
+                changed += 1;
+            }
+            if b != removed {
+                on_survivors += 1;
+                if b != a {
+                    survivors_moved += 1;
+                }
+            }
+        }
+        let m = f64::from(DEFAULT_TABLE_SIZE);
+        let changed_frac = changed as f64 / m;
+        let extra = survivors_moved as f64 / on_survivors as f64;
+        eprintln!(
+            "maglev disruption 100 -> 99 backends, M=65537: {:.3}% of slots changed \
+             ({changed}; ideal 1.000%), {:.3}% of surviving backends' slots moved",
+            changed_frac * 100.0,
+            extra * 100.0
+        );
+        assert!(changed_frac < 0.02, "{changed_frac}");
+        assert!(
+            changed_frac >= 0.0099,
+            "the removed backend's slots must all move"
+        );
+        assert!(extra < 0.01, "{extra}");
+    }
+
+    #[test]
+    fn config_order_does_not_matter() {
+        let mut list = many(100, |i| 1 + (i % 3) as u32);
+        list.push(Backend {
+            addr: "[2001:db8::1]:443".parse().expect("literal"),
+            weight: 2,
+        });
+        let a = build(&list, DEFAULT_TABLE_SIZE).expect("valid");
+        // Deterministic shuffle: reverse, then interleave halves.
+        list.reverse();
+        let (x, y) = list.split_at(list.len() / 2);
+        let shuffled: Vec<Backend> = x
+            .iter()
+            .zip(y)
+            .flat_map(|(p, q)| [*q, *p])
+            .chain(y.get(x.len()..).unwrap_or(&[]).iter().copied())
+            .collect();
+        assert_eq!(shuffled.len(), list.len());
+        let b = build(&shuffled, DEFAULT_TABLE_SIZE).expect("valid");
+        assert_eq!(a, b);
+        // Sorted by address: IPv4 before IPv6, then bytes, then port.
+        assert!(a
+            .backends()
+            .windows(2)
+            .all(|w| canonical(&w[0].addr) < canonical(&w[1].addr)));
+    }
+
+    #[test]
+    fn golden_values() {
+        // Frozen forever: a change here breaks agreement between directors
+        // running different versions. Never update these to make a test pass.
+        let backends = [
+            v4(0, 5, 80, 1),
+            v4(0, 1, 80, 1),
+            v4(0, 4, 8080, 2),
+            v4(0, 2, 80, 1),
+            Backend {
+                addr: "[2001:db8::10]:80".parse().expect("literal"),
+                weight: 1,
+            },
+        ];
+        let t = build(&backends, 251).expect("valid");
+        let flow = flow_key(
+            6,
+            "192.0.2.1:40000".parse().expect("literal"),
+            "198.51.100.1:80".parse().expect("literal"),
+        );
+        assert_eq!(
+            t.slots()[..16],
+            [0, 1, 3, 2, 3, 3, 2, 1, 3, 3, 4, 3, 3, 0, 2, 2]
+        );
+        let d = build(&backends, DEFAULT_TABLE_SIZE).expect("valid");
+        assert_eq!(
+            d.slots()[..16],
+            [3, 2, 0, 2, 2, 4, 4, 4, 0, 3, 1, 2, 2, 2, 0, 4]
+        );
+        assert_eq!(flow_hash(&flow), 0x09ee_fedb_975e_e6c4);
+        assert_eq!(
+            d.lookup(flow_hash(&flow)),
+            Some(
+                d.backends()[d.slots()[(0x09ee_fedb_975e_e6c4u64 % 65537) as usize] as usize].addr
+            )
+        );
+    }
+
+    #[test]
+    fn errors() {
+        let three = many(3, |_| 1);
+        for size in [0, 1, 4, 9, 65535, 65536] {
+            assert_eq!(build(&three, size), Err(MaglevError::NotPrime { size }));
+        }
+        assert_eq!(
+            build(&three, 3),
+            Err(MaglevError::TooSmall {
+                size: 3,
+                backends: 3
+            })
+        );
+        // Drained backends count: draining never invalidates a config.
+        assert_eq!(
+            build(&many(3, |_| 0), 2),
+            Err(MaglevError::TooSmall {
+                size: 2,
+                backends: 3
+            })
+        );
+        assert!(matches!(
+            build(&three, u32::MAX),
+            Err(MaglevError::TooLarge { .. })
+        ));
+        let mut dup = three.clone();
+        dup.push(Backend {
+            weight: 5,
+            ..three[1]
+        });
+        assert_eq!(
+            build(&dup, 7),
+            Err(MaglevError::Duplicate {
+                addr: three[1].addr
+            })
+        );
+        let msg = build(&three, 65536).expect_err("not prime").to_string();
+        assert!(msg.contains("65536") && msg.contains("not prime"), "{msg}");
+        assert!(is_prime(2) && is_prime(7) && is_prime(65537) && is_prime(16_777_213));
+        assert!(!is_prime(16_777_215) && !is_prime(65539 * 3));
+    }
+
+    #[test]
+    fn build_time_100_backends() {
+        let list = many(100, |_| 1);
+        let start = Instant::now();
+        let t = build(&list, DEFAULT_TABLE_SIZE).expect("valid");
+        let equal = start.elapsed();
+        let weighted = many(100, |i| 1 + (i % 7) as u32);
+        let start = Instant::now();
+        let w = build(&weighted, DEFAULT_TABLE_SIZE).expect("valid");
+        eprintln!(
+            "maglev build M=65537 N=100: {equal:?} (equal weights), {:?} (weights 1..7)",
+            start.elapsed()
+        );
+        assert_eq!(
+            t.slots().len() + w.slots().len(),
+            2 * DEFAULT_TABLE_SIZE as usize
+        );
+    }
+
+    #[test]
+    fn lookup_follows_slots() {
+        let t = build(&many(5, |_| 1), 251).expect("valid");
+        for h in [0u64, 1, 250, 251, u64::MAX] {
+            let slot = (h % 251) as usize;
+            assert_eq!(
+                t.lookup(h),
+                Some(t.backends()[t.slots()[slot] as usize].addr)
+            );
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn random_backend_sets_fill_every_slot(
+            raw in proptest::collection::vec((any::<u32>(), 0u16..4, 0u32..5, any::<bool>()), 0..60),
+            size_pick in 0usize..6,
+        ) {
+            let size = [2u32, 7, 61, 251, 1021, 4093][size_pick];
+            let mut set = BTreeMap::new();
+            for (ip, port, weight, v6) in raw {
+                let addr: SocketAddr = if v6 {
+                    (std::net::Ipv6Addr::from(u128::from(ip)), port).into()
+                } else {
+                    (std::net::Ipv4Addr::from(ip), port).into()
+                };
+                set.insert(addr, weight);
+            }
+            let list: Vec<Backend> = set.iter().map(|(&addr, &weight)| Backend { addr, weight }).collect();
+            match build(&list, size) {
+                Ok(t) => {
+                    let active = list.iter().filter(|b| b.weight > 0).count();
+                    prop_assert_eq!(t.backends().len(), active);
+                    if active == 0 {
+                        prop_assert!(t.slots().is_empty());
+                    } else {
+                        prop_assert_eq!(t.slots().len(), size as usize);
+                        prop_assert!(t.slots().iter().all(|&s| (s as usize) < active));
+                        // Every active backend gets a slot once the table
+                        // holds a full round of (gcd-reduced) turns.
+                        let w: Vec<u32> = t.backends().iter().map(|b| b.weight).collect();
+                        let g = w.iter().fold(0, |g, &x| gcd(g, x));
+                        let round: u32 = w.iter().map(|&x| x / g).sum();
+                        if round <= size {
+                            prop_assert!(counts(&t).iter().all(|&k| k > 0));
+                        }
+                    }
+                    let mut rev = list.clone();
+                    rev.reverse();
+                    prop_assert_eq!(build(&rev, size), Ok(t));
+                }
+                Err(e) => prop_assert_eq!(e, MaglevError::TooSmall { size, backends: list.len() }),
+            }
+        }
     }
 }
