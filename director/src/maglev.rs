@@ -38,14 +38,14 @@
 //! A backend of weight `w` gets `w` turns per round relative to the others
 //! (as Linux's `ip_vs_mh` does); weights are first divided by their gcd, and
 //! weight 0 (drained) means no turns at all: the backend is not in the table.
-//! Unlike `ip_vs_mh`, which gives a backend its `w` turns back to back, turns
-//! are interleaved with smooth weighted round robin (each step, every backend
-//! earns its weight in credit, the richest backend (lowest index on ties)
-//! takes the turn and pays the round's total weight). Each backend still gets
-//! exactly `w` turns per round, and the table, which usually fills in the
-//! middle of a round, stays proportional to within one slot per backend, so
-//! no weight scaling is needed. With equal weights this is plain round robin,
-//! exactly the paper's Pseudocode 1.
+//! Unlike `ip_vs_mh`, which gives a backend its `w` turns back to back (and
+//! scales weights down so a round fits the table), turns are interleaved:
+//! backend `i`'s `k`-th turn is due at virtual time `(k + 1/2) / w_i`, and the
+//! earliest due turn goes next (lowest address on ties). Each backend still
+//! gets exactly `w` turns per round, and the table, which usually fills in
+//! the middle of a round, stays proportional to within one turn per backend,
+//! so no weight scaling is needed. With equal weights this is plain round
+//! robin in address order, exactly the paper's Pseudocode 1.
 //!
 //! ## Why the backends are sorted
 //!
@@ -76,12 +76,13 @@
 //!
 //! Hashing is O(N). Population is O(M log M) expected for equal weights
 //! (paper, section 3.4: the walk to an empty slot is a coupon-collector
-//! process), O(M log M + M * N) with unequal weights (the weighted
-//! scheduler is a linear scan per turn), worst case O(M * N) slot probes
+//! process), plus O(M log N) with unequal weights (the turn scheduler is a
+//! binary heap); worst case O(M * N) slot probes
 //! since each backend's walk only moves forward. Memory is O(M + N): the
 //! permutation rows are generated on the fly, never stored.
 
-use std::cmp::Ordering;
+use std::cmp::{Ordering, Reverse};
+use std::collections::BinaryHeap;
 use std::net::SocketAddr;
 
 /// Default table size: a prime, and 655 slots per backend at 100 backends,
@@ -289,48 +290,86 @@ fn populate(m: u32, perms: &[Permutation], weights: &[u32]) -> Vec<u32> {
     entry
 }
 
-/// Whose turn it is: round robin for equal weights (the paper), smooth
-/// weighted round robin otherwise (each backend gets exactly `w / gcd` turns
-/// per round, interleaved).
+/// Whose turn it is: round robin for equal weights (the paper), otherwise
+/// the backend whose next turn is due earliest. Backend `i` with reduced
+/// weight `w_i` has its `k`-th turn (k = 0, 1, ...) due at virtual time
+/// `(k + 1/2) / w_i` (the Sainte-Lague sequence); ties go to the lowest
+/// (address-sorted) index. Round `r` holds exactly the times in `[r, r + 1)`,
+/// so each backend gets exactly `w_i` turns per round, interleaved, and at
+/// every step its turn count is within one of its proportional share.
+/// Times are compared exactly as fractions (no floating point), so the
+/// order is the same on every machine.
 struct Turns {
-    weights: Vec<i64>,
-    credit: Vec<i64>,
-    total: i64,
     equal: bool,
+    n: usize,
     step: usize,
+    heap: BinaryHeap<Reverse<Due>>,
+}
+
+/// Backend `index`'s next turn, due at `(2k + 1) / (2 w)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Due {
+    twice_k_plus_1: u64,
+    weight: u64,
+    index: usize,
+}
+
+impl Ord for Due {
+    fn cmp(&self, other: &Self) -> Ordering {
+        // a/b < c/d  <=>  a*d < c*b (all positive; u128 cannot overflow).
+        let lhs = u128::from(self.twice_k_plus_1) * u128::from(other.weight);
+        let rhs = u128::from(other.twice_k_plus_1) * u128::from(self.weight);
+        lhs.cmp(&rhs).then(self.index.cmp(&other.index))
+    }
+}
+
+impl PartialOrd for Due {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
 }
 
 impl Turns {
     fn new(weights: &[u32]) -> Self {
         let g = weights.iter().fold(0u32, |g, &w| gcd(g, w)).max(1);
-        let weights: Vec<i64> = weights.iter().map(|&w| i64::from(w / g)).collect();
         let equal = weights.windows(2).all(|w| w[0] == w[1]);
+        let heap = if equal {
+            BinaryHeap::new()
+        } else {
+            weights
+                .iter()
+                .enumerate()
+                .map(|(index, &w)| {
+                    Reverse(Due {
+                        twice_k_plus_1: 1,
+                        weight: u64::from((w / g).max(1)),
+                        index,
+                    })
+                })
+                .collect()
+        };
         Turns {
-            total: weights.iter().sum(),
-            credit: vec![0; weights.len()],
-            weights,
             equal,
+            n: weights.len(),
             step: 0,
+            heap,
         }
     }
 
     fn next_backend(&mut self) -> usize {
-        let n = self.weights.len();
-        if self.equal {
-            let i = self.step % n;
+        if self.equal || self.heap.is_empty() {
+            let i = self.step % self.n.max(1);
             self.step = self.step.wrapping_add(1);
             return i;
         }
-        let mut best = 0;
-        for i in 0..n {
-            self.credit[i] += self.weights[i];
-            // Strictly greater: ties go to the lowest (address-sorted) index.
-            if self.credit[i].cmp(&self.credit[best]) == Ordering::Greater {
-                best = i;
+        match self.heap.peek_mut() {
+            Some(mut top) => {
+                let i = top.0.index;
+                top.0.twice_k_plus_1 += 2;
+                i
             }
+            None => 0,
         }
-        self.credit[best] -= self.total;
-        best
     }
 }
 
@@ -829,6 +868,18 @@ mod tests {
                 Some(t.backends()[t.slots()[slot] as usize].addr)
             );
         }
+    }
+
+    #[test]
+    fn weighted_turn_order() {
+        // Due times (k + 1/2) / w: B1 1/4, B0 1/2, B1 3/4 | B1 5/4, B0 3/2, B1 7/4.
+        let mut t = Turns::new(&[1, 2]);
+        let seq: Vec<usize> = (0..6).map(|_| t.next_backend()).collect();
+        assert_eq!(seq, [1, 0, 1, 1, 0, 1]);
+        // gcd reduction; exactly w turns per round of 2 + 3 = 5.
+        let mut t = Turns::new(&[20, 30]);
+        let seq: Vec<usize> = (0..5).map(|_| t.next_backend()).collect();
+        assert_eq!(seq.iter().filter(|&&i| i == 0).count(), 2);
     }
 
     proptest! {
