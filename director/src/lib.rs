@@ -9,6 +9,7 @@
 //! - [`desired`]: config -> desired table (pure function).
 //! - [`reconcile`]: desired vs one kernel dump -> minimal ops (pure function).
 //! - [`kernel`]: the `IpvsKernel` trait, its errors, and a recording fake.
+//! - [`maglev`]: Maglev consistent hashing (NSDI 2016), shared by both directors.
 //! - [`ipvs`]: the generic-netlink codec and socket for the "IPVS" family.
 //! - [`format`]: byte-exact `ipvsadm -Ln` / `-Lnc` printers.
 //! - [`control`]: the control-socket protocol (JSON lines).
@@ -26,6 +27,7 @@ pub mod format;
 pub mod genl_watch;
 pub mod ipvs;
 pub mod kernel;
+pub mod maglev;
 pub mod metrics;
 pub mod model;
 pub mod reconcile;
