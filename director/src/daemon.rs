@@ -418,25 +418,23 @@ async fn serve_client(stream: UnixStream, shared: Shared) {
     let _ = write.shutdown().await;
 }
 
-async fn dump(shared: &Shared) -> Result<KernelTable, String> {
+/// Sends one request to the kernel worker and awaits its answer.
+async fn ask_kernel<T>(
+    shared: &Shared,
+    cmd: impl FnOnce(oneshot::Sender<Result<T, KernelError>>) -> KernelCmd,
+) -> Result<T, String> {
     let (tx, rx) = oneshot::channel();
-    shared
-        .kernel
-        .send(KernelCmd::Dump { reply: tx })
-        .map_err(|_| "kernel worker is gone".to_string())?;
-    rx.await
-        .map_err(|_| "kernel worker is gone".to_string())?
-        .map_err(|e| e.to_string())
+    let gone = || "kernel worker is gone".to_string();
+    shared.kernel.send(cmd(tx)).map_err(|_| gone())?;
+    rx.await.map_err(|_| gone())?.map_err(|e| e.to_string())
+}
+
+async fn dump(shared: &Shared) -> Result<KernelTable, String> {
+    ask_kernel(shared, |reply| KernelCmd::Dump { reply }).await
 }
 
 async fn kernel_status(shared: &Shared) -> Result<KernelStatus, String> {
-    let (tx, rx) = oneshot::channel();
-    let gone = || "kernel worker is gone".to_string();
-    shared
-        .kernel
-        .send(KernelCmd::Status { reply: tx })
-        .map_err(|_| gone())?;
-    rx.await.map_err(|_| gone())?.map_err(|e| e.to_string())
+    ask_kernel(shared, |reply| KernelCmd::Status { reply }).await
 }
 
 async fn handle(req: Request, shared: &Shared) -> Response {

@@ -263,24 +263,26 @@ fn daemon_programs_serves_reloads_and_repairs() {
     );
 }
 
+/// Runs a daemon that must fail to start; its error text.
+fn start_error<K: IpvsKernel + Send + 'static>(
+    config: PathBuf,
+    open: impl FnMut() -> Result<K, KernelError> + Send + 'static,
+) -> String {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(director::daemon::run(config, open, async {}, || {}))
+        .unwrap_err()
+        .to_string()
+}
+
 #[test]
 fn second_daemon_on_a_live_socket_refuses_and_stale_socket_is_reused() {
     let r = start(SharedFake::default());
     let fake = SharedFake::default();
     let cfg = r.config.clone();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let err = rt
-        .block_on(director::daemon::run(
-            cfg,
-            move || Ok(fake.clone()),
-            async {},
-            || {},
-        ))
-        .unwrap_err()
-        .to_string();
+    let err = start_error(cfg, move || Ok(fake.clone()));
     assert!(err.contains("already listening"), "{err}");
     let socket = r.socket.clone();
     r.stop().unwrap();
@@ -296,18 +298,6 @@ fn no_ipvs_is_said_plainly() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("d.toml");
     write_config(&config, &dir.path().join("s.sock"), "127.0.0.1:1", BODY);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let err = rt
-        .block_on(director::daemon::run(
-            config,
-            || Err::<FakeIpvs, _>(KernelError::Unavailable),
-            async {},
-            || {},
-        ))
-        .unwrap_err()
-        .to_string();
+    let err = start_error(config, || Err::<FakeIpvs, _>(KernelError::Unavailable));
     assert!(err.contains("no IPVS") && err.contains("nftables"), "{err}");
 }
