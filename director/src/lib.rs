@@ -15,6 +15,7 @@
 //! - [`control`]: the control-socket protocol (JSON lines).
 //! - [`metrics`]: Prometheus registry and `/metrics` endpoint.
 //! - [`genl_watch`]: generic-netlink family events (ip_vs module reloads).
+//! - [`dataplane`]: the `Dataplane` trait (IPVS or nftables) and `auto` choice.
 //! - [`daemon`]: `director run`: reconcile loop, triggers, control socket.
 //!
 //! Only `ipvs` (and, later, the other executors) write to the kernel.
@@ -22,6 +23,7 @@
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod dataplane;
 pub mod desired;
 pub mod format;
 pub mod genl_watch;

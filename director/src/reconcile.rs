@@ -136,6 +136,12 @@ pub struct PassReport {
     pub conflicts: Vec<OpFailure>,
     pub timeouts_set: Option<Timeouts>,
     pub timeouts_error: Option<String>,
+    /// Changes below the service model that a pass made: a restored nft map
+    /// element or rule, a SNAT rule, a sysctl. One human line each.
+    pub repairs: Vec<String>,
+    /// Failures of the nftables side (SNAT and forward rules on IPVS, or the
+    /// whole table on nftables) that are not tied to one op.
+    pub nat_errors: Vec<String>,
     /// The dump the pass started from (stats for metrics and status).
     #[serde(skip)]
     pub dump: Option<KernelTable>,
@@ -143,7 +149,7 @@ pub struct PassReport {
 
 impl PassReport {
     pub fn changed(&self) -> bool {
-        !self.applied.is_empty()
+        !self.applied.is_empty() || !self.repairs.is_empty()
     }
     pub fn wants_rerun(&self) -> bool {
         !self.conflicts.is_empty()

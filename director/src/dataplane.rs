@@ -1,0 +1,173 @@
+//! The dataplane seam: one desired state, two kernels that can carry it.
+//!
+//! The daemon's kernel worker owns one `Box<dyn Dataplane>` and asks it for
+//! passes (level-triggered: dump, diff, apply) and for the table as
+//! `ipvsadm -Ln` would show it. Both implementations compile the same
+//! [`DesiredTable`]:
+//!
+//! - [`IpvsDataplane`]: the IPVS table over generic netlink
+//!   ([`crate::reconcile::Reconciler`] + [`crate::kernel::IpvsKernel`]), plus
+//!   the nftables table that carries `[[snat]]` and forward rules (IPVS has no
+//!   SNAT of its own; keepalived users keep an iptables rule for it today).
+//! - `crate::nft::NftDataplane`: the whole service table as nftables rules in
+//!   the `inet director` table.
+//!
+//! `global.dataplane = "auto"` picks IPVS when the kernel has it and nftables
+//! otherwise ([`choose`]); the choice is logged and shown by
+//! `directorctl status --json`.
+
+use crate::config::{DataplaneChoice, Snat};
+use crate::desired::DesiredTable;
+use crate::kernel::{IpvsKernel, KernelError};
+use crate::model::{KernelTable, SyncDaemon, Timeouts};
+use crate::reconcile::{PassReport, Reconciler};
+use serde::{Deserialize, Serialize};
+
+/// Which kernel machinery carries the services.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataplaneKind {
+    Ipvs,
+    Nftables,
+}
+
+impl std::fmt::Display for DataplaneKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DataplaneKind::Ipvs => "ipvs",
+            DataplaneKind::Nftables => "nftables",
+        })
+    }
+}
+
+/// Everything one pass needs to know about what should be.
+#[derive(Debug, Clone, Copy)]
+pub struct PassInput<'a> {
+    pub desired: &'a DesiredTable,
+    pub snat: &'a [Snat],
+    /// Delete services the director does not own (IPVS only: the nftables
+    /// dataplane owns its whole table by construction).
+    pub exclusive: bool,
+    /// IPVS connection timeouts (IPVS only).
+    pub timeouts: Option<Timeouts>,
+}
+
+/// The table in `ipvsadm` terms, plus the IPVS-only extras.
+#[derive(Debug, Clone, Default)]
+pub struct DataplaneStatus {
+    pub table: KernelTable,
+    /// `ipvsadm -L --timeout`; `None` when the dataplane has no such thing.
+    pub timeouts: Option<Timeouts>,
+    /// `ipvsadm -L --daemon`; empty on nftables.
+    pub sync_daemons: Vec<SyncDaemon>,
+}
+
+/// A kernel that can carry the director's services.
+pub trait Dataplane: Send {
+    fn kind(&self) -> DataplaneKind;
+    /// One level-triggered pass: read what the kernel holds, compare with
+    /// `input`, apply only the difference. Never panics; failures are in
+    /// the report and the next pass retries.
+    fn pass(&mut self, input: &PassInput<'_>) -> PassReport;
+    /// The table as `ipvsadm -Ln` shows it (fresh from the kernel).
+    fn status(&mut self) -> Result<DataplaneStatus, KernelError>;
+    /// Just the table (metrics scrapes).
+    fn table(&mut self) -> Result<KernelTable, KernelError> {
+        self.status().map(|s| s.table)
+    }
+}
+
+/// The IPVS dataplane: services in IPVS, SNAT and forward rules in nftables.
+pub struct IpvsDataplane<K> {
+    reconciler: Reconciler<K>,
+    /// The nftables side (`[[snat]]`, forward accepts); `None` in tests and
+    /// on hosts where nftables cannot be driven (then `[[snat]]` is an error
+    /// reported by every pass).
+    nat_rules: Option<Box<dyn Dataplane>>,
+}
+
+impl<K: IpvsKernel + Send> IpvsDataplane<K> {
+    pub fn new(kernel: K, nat_rules: Option<Box<dyn Dataplane>>) -> Self {
+        IpvsDataplane {
+            reconciler: Reconciler::new(kernel),
+            nat_rules,
+        }
+    }
+
+    pub fn kernel(&mut self) -> &mut K {
+        &mut self.reconciler.kernel
+    }
+}
+
+impl<K: IpvsKernel + Send> Dataplane for IpvsDataplane<K> {
+    fn kind(&self) -> DataplaneKind {
+        DataplaneKind::Ipvs
+    }
+
+    fn pass(&mut self, input: &PassInput<'_>) -> PassReport {
+        let mut report = self
+            .reconciler
+            .pass(input.desired, input.exclusive, input.timeouts);
+        match &mut self.nat_rules {
+            Some(nat) => {
+                let nat_report = nat.pass(input);
+                report.repairs.extend(nat_report.repairs);
+                report.nat_errors.extend(nat_report.nat_errors);
+                report.nat_errors.extend(nat_report.dump_error);
+                report
+                    .nat_errors
+                    .extend(nat_report.failed.into_iter().map(|f| f.error));
+            }
+            None if !input.snat.is_empty() => report.nat_errors.push(
+                "[[snat]] is configured but nftables cannot be driven on this host (is `nft` installed?)"
+                    .to_string(),
+            ),
+            None => {}
+        }
+        report
+    }
+
+    fn status(&mut self) -> Result<DataplaneStatus, KernelError> {
+        let k = &mut self.reconciler.kernel;
+        let table = k.dump()?;
+        Ok(DataplaneStatus {
+            table,
+            timeouts: k.timeouts().ok(),
+            sync_daemons: k.sync_daemons().unwrap_or_default(),
+        })
+    }
+
+    fn table(&mut self) -> Result<KernelTable, KernelError> {
+        self.reconciler.kernel.dump()
+    }
+}
+
+/// Resolves `global.dataplane`: `auto` takes IPVS when `ipvs_available`
+/// (the "IPVS" generic-netlink family exists), else nftables.
+pub fn choose(choice: DataplaneChoice, ipvs_available: bool) -> DataplaneKind {
+    match choice {
+        DataplaneChoice::Ipvs => DataplaneKind::Ipvs,
+        DataplaneChoice::Nftables => DataplaneKind::Nftables,
+        DataplaneChoice::Auto if ipvs_available => DataplaneKind::Ipvs,
+        DataplaneChoice::Auto => DataplaneKind::Nftables,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_prefers_ipvs_and_falls_back_to_nftables() {
+        assert_eq!(choose(DataplaneChoice::Auto, true), DataplaneKind::Ipvs);
+        assert_eq!(
+            choose(DataplaneChoice::Auto, false),
+            DataplaneKind::Nftables
+        );
+        assert_eq!(choose(DataplaneChoice::Ipvs, false), DataplaneKind::Ipvs);
+        assert_eq!(
+            choose(DataplaneChoice::Nftables, true),
+            DataplaneKind::Nftables
+        );
+    }
+}
