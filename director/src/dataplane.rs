@@ -53,7 +53,7 @@ pub struct PassInput<'a> {
 }
 
 /// The table in `ipvsadm` terms, plus the IPVS-only extras.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct DataplaneStatus {
     pub table: KernelTable,
     /// `ipvsadm -L --timeout`; `None` when the dataplane has no such thing.
