@@ -20,6 +20,8 @@ pub struct DesiredService {
     /// The `virtual_server.name` it came from (metrics and logs use it).
     pub name: String,
     pub service: Service,
+    /// Maglev table size for `mh` on the nftables dataplane (prime).
+    pub maglev_table_size: u32,
     pub dests: BTreeMap<DestKey, DestSettings>,
 }
 
@@ -94,6 +96,7 @@ pub fn desired_table(config: &Config) -> DesiredTable {
                 .collect();
             let desired = DesiredService {
                 name: vs.name.clone(),
+                maglev_table_size: vs.maglev_table_size,
                 service: Service {
                     key: vs.key,
                     settings: service_settings(vs),

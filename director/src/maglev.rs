@@ -381,7 +381,7 @@ fn gcd(mut a: u32, mut b: u32) -> u32 {
 }
 
 /// Deterministic trial division; at most ~2,000 odd divisors below 2^24.
-fn is_prime(n: u32) -> bool {
+pub fn is_prime(n: u32) -> bool {
     if n < 2 {
         return false;
     }

@@ -430,6 +430,7 @@ mod tests {
         desired.services.insert(
             key,
             crate::desired::DesiredService {
+                maglev_table_size: crate::maglev::DEFAULT_TABLE_SIZE,
                 name: "web".into(),
                 service: table.services[0].service.clone(),
                 dests: Default::default(),

@@ -90,6 +90,7 @@ pub(crate) struct RawVirtualServer {
     pub persistence_granularity: Opt<StrOrInt>,
     pub persistence_engine: Opt<String>,
     pub one_packet: Opt<bool>,
+    pub maglev_table_size: Opt<i64>,
     pub forwarding: Opt<String>,
     pub tunnel: Opt<RawTunnel>,
     pub health: Opt<RawHealth>,

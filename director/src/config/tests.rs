@@ -269,7 +269,7 @@ fn unknown_key_with_suggestion() {
         errors(&vs("shceduler = \"rr\"\n")),
         "t.toml:6:1: unknown key \"shceduler\" in [[virtual_server]] (did you mean \"scheduler\"?); expected one of name, \
          address, protocol, fwmark, family, scheduler, scheduler_flags, persistence_timeout, persistence_granularity, \
-         persistence_engine, one_packet, forwarding, tunnel, health, real_server"
+         persistence_engine, one_packet, maglev_table_size, forwarding, tunnel, health, real_server"
     );
 }
 

@@ -127,6 +127,10 @@ pub struct VirtualServer {
     pub persistence: Option<Persistence>,
     pub persistence_engine: Option<String>,
     pub one_packet: bool,
+    /// Slots in the Maglev table of the `mh` scheduler on the nftables
+    /// dataplane (prime; default 65537). IPVS's own `mh` uses its build-time
+    /// size and ignores this.
+    pub maglev_table_size: u32,
     pub forwarding: Forward,
     pub health: Option<HealthSpec>,
     pub real_servers: Vec<RealServer>,

@@ -955,6 +955,24 @@ fn virtual_server(
         }
     }
 
+    // Maglev (NSDI 2016, section 3.4): the table size must be prime so every
+    // backend's permutation visits every slot; >= 100 x backends keeps each
+    // share within 1%.
+    let maglev_table_size = match &r.maglev_table_size {
+        None => Some(crate::maglev::DEFAULT_TABLE_SIZE),
+        Some(v) => cx
+            .int(v, "maglev_table_size", 2, i64::from(crate::maglev::MAX_TABLE_SIZE))
+            .and_then(|n| {
+                let n = u32::try_from(n).ok()?;
+                if crate::maglev::is_prime(n) {
+                    Some(n)
+                } else {
+                    cx.err(v.span(), format!("maglev_table_size {n} is not prime (a prime size makes every backend's permutation visit every slot; the default is {})", crate::maglev::DEFAULT_TABLE_SIZE));
+                    None
+                }
+            }),
+    };
+
     let forwarding = match &r.forwarding {
         None => Some(Forward::Masq),
         Some(v) => cx.choice(v, "forwarding", FORWARDINGS).map(forward_of),
@@ -1103,6 +1121,7 @@ fn virtual_server(
         persistence,
         persistence_engine: r.persistence_engine.as_ref().map(|e| e.get_ref().clone()),
         one_packet,
+        maglev_table_size: maglev_table_size?,
         forwarding: forwarding?,
         health,
         real_servers: reals,

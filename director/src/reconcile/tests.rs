@@ -114,6 +114,7 @@ fn arb_desired() -> impl Strategy<Value = DesiredTable> {
                 (
                     service.key,
                     DesiredService {
+                        maglev_table_size: crate::maglev::DEFAULT_TABLE_SIZE,
                         name: format!("vs{i}"),
                         service,
                         dests,
@@ -178,6 +179,7 @@ fn as_desired(kernel: &KernelTable, like: &DesiredTable) -> DesiredTable {
                 Some((
                     ks.service.key,
                     DesiredService {
+                        maglev_table_size: crate::maglev::DEFAULT_TABLE_SIZE,
                         name,
                         service: ks.service.clone(),
                         dests,
@@ -260,6 +262,7 @@ fn web_desired() -> DesiredTable {
     services.insert(
         key,
         DesiredService {
+            maglev_table_size: crate::maglev::DEFAULT_TABLE_SIZE,
             name: "web".into(),
             service: Service {
                 key,
@@ -352,6 +355,7 @@ fn refused_op_is_named_and_the_rest_still_applies() {
     desired.services.insert(
         bad_key,
         DesiredService {
+            maglev_table_size: crate::maglev::DEFAULT_TABLE_SIZE,
             name: "dns".into(),
             service: Service {
                 key: bad_key,
