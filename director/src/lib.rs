@@ -16,6 +16,7 @@
 //! - [`metrics`]: Prometheus registry and `/metrics` endpoint.
 //! - [`genl_watch`]: generic-netlink family events (ip_vs module reloads).
 //! - [`dataplane`]: the `Dataplane` trait (IPVS or nftables) and `auto` choice.
+//! - [`sysctl`]: the kernel settings each dataplane depends on, set and reported.
 //! - [`daemon`]: `director run`: reconcile loop, triggers, control socket.
 //!
 //! Only `ipvs` (and, later, the other executors) write to the kernel.
@@ -33,3 +34,4 @@ pub mod maglev;
 pub mod metrics;
 pub mod model;
 pub mod reconcile;
+pub mod sysctl;
