@@ -109,15 +109,9 @@ impl<S: Sysctls> Sysctls for ReadOnly<S> {
 
 /// What a dataplane carrying `desired` and `snat` depends on.
 pub fn wanted(kind: DataplaneKind, desired: &DesiredTable, snat: &[Snat]) -> Vec<Wanted> {
-    let has_v6 = desired
-        .services
-        .keys()
-        .any(|k| k.family() == Family::V6)
+    let has_v6 = desired.services.keys().any(|k| k.family() == Family::V6)
         || snat.iter().any(|s| s.match_vip.is_ipv6());
-    let has_v4 = desired
-        .services
-        .keys()
-        .any(|k| k.family() == Family::V4)
+    let has_v4 = desired.services.keys().any(|k| k.family() == Family::V4)
         || snat.iter().any(|s| s.match_vip.is_ipv4());
     let mut v = Vec::new();
     if has_v4 {
@@ -226,7 +220,10 @@ mod tests {
         );
         assert_eq!(
             names(&wanted(DataplaneKind::Nftables, &d, &s)),
-            ["net.ipv4.ip_forward", "net.netfilter.nf_conntrack_tcp_loose"]
+            [
+                "net.ipv4.ip_forward",
+                "net.netfilter.nf_conntrack_tcp_loose"
+            ]
         );
     }
 

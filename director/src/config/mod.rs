@@ -37,6 +37,7 @@ mod types;
 mod validate;
 
 pub use types::*;
+pub use validate::NFTABLES_SCHEDULERS;
 
 use std::fmt;
 use std::path::Path;
@@ -136,6 +137,17 @@ fn error_at(text: &str, file: &str, offset: usize, message: String) -> ConfigErr
 
 /// Parse and validate a configuration. `file_name` is only used in messages.
 pub fn parse(text: &str, file_name: &str) -> Result<Config, ConfigErrors> {
+    parse_for(text, file_name, None)
+}
+
+/// Like [`parse`], checked as if `global.dataplane` were `dataplane`: the
+/// daemon calls it with the dataplane `auto` resolved to, so a config that
+/// needs IPVS is refused (with positions) on a host without it.
+pub fn parse_for(
+    text: &str,
+    file_name: &str,
+    dataplane: Option<DataplaneChoice>,
+) -> Result<Config, ConfigErrors> {
     let one = |s: structure::Structural| {
         ConfigErrors::new(vec![error_at(text, file_name, s.span.start, s.message)])
     };
@@ -148,7 +160,7 @@ pub fn parse(text: &str, file_name: &str) -> Result<Config, ConfigErrors> {
     }
     let raw: raw::RawConfig =
         toml::from_str(text).map_err(|e| one(structure::shape_error(text, &tree, &e)))?;
-    validate::validate(text, &raw).map_err(|errs| {
+    validate::validate(text, &raw, dataplane).map_err(|errs| {
         ConfigErrors::new(
             errs.into_iter()
                 .map(|(span, msg)| error_at(text, file_name, span.start, msg))
@@ -160,9 +172,14 @@ pub fn parse(text: &str, file_name: &str) -> Result<Config, ConfigErrors> {
 /// Read and parse a configuration file. A read error is reported as
 /// `FILE: cannot read: ...` (line and column 0, which Display omits).
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    load_for(path, None)
+}
+
+/// [`load`] checked for a given dataplane (see [`parse_for`]).
+pub fn load_for(path: &Path, dataplane: Option<DataplaneChoice>) -> Result<Config, ConfigErrors> {
     let name = path.display().to_string();
     match std::fs::read_to_string(path) {
-        Ok(text) => parse(&text, &name),
+        Ok(text) => parse_for(&text, &name, dataplane),
         Err(e) => Err(ConfigErrors::new(vec![ConfigError {
             file: name,
             line: 0,

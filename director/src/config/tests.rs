@@ -1048,3 +1048,84 @@ fn array_where_a_table_belongs() {
         "t.toml:4:21: invalid type: expected a table for each \"track_interfaces\" entry, found string \"eth0\""
     );
 }
+
+// ------------------------------------------------------ nftables dataplane
+
+const G_NFT: &str = "[global]\nrouter_id = \"lb\"\ndataplane = \"nftables\"\n";
+
+/// `G_NFT` (lines 1-3) + `VS` (lines 4-6) + `body` from line 7.
+fn nft_vs(body: &str) -> String {
+    format!("{G_NFT}{VS}{body}")
+}
+
+#[test]
+fn nftables_accepts_its_four_schedulers_and_maglev_table_size() {
+    for s in NFTABLES_SCHEDULERS {
+        ok(&nft_vs(&format!("scheduler = \"{s}\"\n")));
+    }
+    let c = ok(&nft_vs(
+        "scheduler = \"mh\"\nscheduler_flags = [\"mh-port\"]\nmaglev_table_size = 251\n",
+    ));
+    assert_eq!(c.virtual_servers[0].maglev_table_size, 251);
+    assert_eq!(
+        ok(&vs("scheduler = \"mh\"\n")).virtual_servers[0].maglev_table_size,
+        65537
+    );
+}
+
+#[test]
+fn maglev_table_size_must_be_prime_and_in_range() {
+    assert_eq!(
+        errors(&vs("maglev_table_size = 65536\n")),
+        "t.toml:6:21: maglev_table_size 65536 is not prime (a prime size makes every backend's \
+         permutation visit every slot; the default is 65537)"
+    );
+    assert_eq!(
+        errors(&vs("maglev_table_size = 99999999\n")),
+        "t.toml:6:21: maglev_table_size 99999999 out of range 2..=16777216"
+    );
+}
+
+#[test]
+fn nftables_refuses_what_it_cannot_express_each_at_its_key() {
+    let text = nft_vs(
+        "scheduler = \"wlc\"\npersistence_timeout = \"60s\"\npersistence_engine = \"sip\"\n\
+         forwarding = \"dr\"\n[[virtual_server.real_server]]\naddress = \"10.0.0.1:80\"\n\
+         upper_threshold = 10\nforwarding = \"tun\"\n",
+    );
+    assert_eq!(
+        errors(&text),
+        "t.toml:7:13: scheduler \"wlc\" is not available on the nftables dataplane (it has rr, wrr, sh, mh); \
+         use dataplane = \"ipvs\" on a kernel with IPVS\n\
+         t.toml:9:22: persistence_engine is not available on the nftables dataplane (persistence there is by \
+         client address only); use dataplane = \"ipvs\" on a kernel with IPVS\n\
+         t.toml:10:14: forwarding \"dr\" is not available on the nftables dataplane (it forwards by NAT only); \
+         use dataplane = \"ipvs\" on a kernel with IPVS\n\
+         t.toml:13:19: connection thresholds are not available on the nftables dataplane (nftables does not \
+         count connections per real server while scheduling); use dataplane = \"ipvs\" on a kernel with IPVS\n\
+         t.toml:14:14: forwarding \"tun\" is not available on the nftables dataplane (it forwards by NAT only); \
+         use dataplane = \"ipvs\" on a kernel with IPVS"
+    );
+}
+
+#[test]
+fn nftables_names_the_default_scheduler_when_none_is_set() {
+    assert_eq!(
+        errors(&format!("{G_NFT}{VS}")),
+        "t.toml:4:1: [[virtual_server]]: the default scheduler wlc is not available on the nftables \
+         dataplane; set scheduler = \"rr\", \"wrr\", \"sh\" or \"mh\""
+    );
+}
+
+#[test]
+fn the_daemon_can_check_a_config_for_the_dataplane_auto_chose() {
+    let text = vs("scheduler = \"lc\"\n");
+    ok(&text);
+    let e = parse_for(&text, "t.toml", Some(DataplaneChoice::Nftables))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("t.toml:6:13: scheduler \"lc\" is not available on the nftables dataplane"),
+        "{e}"
+    );
+}

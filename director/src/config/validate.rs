@@ -314,7 +314,13 @@ fn forward_word(f: Forward) -> &'static str {
 }
 
 /// Run the semantic pass.
-pub(crate) fn validate(text: &str, raw: &RawConfig) -> Result<Config, Errors> {
+/// `force_dataplane`: check the config as if `global.dataplane` said this
+/// (the daemon re-checks with the dataplane `auto` resolved to).
+pub(crate) fn validate(
+    text: &str,
+    raw: &RawConfig,
+    force_dataplane: Option<DataplaneChoice>,
+) -> Result<Config, Errors> {
     let mut cx = Ctx {
         text,
         errs: Vec::new(),
@@ -330,6 +336,9 @@ pub(crate) fn validate(text: &str, raw: &RawConfig) -> Result<Config, Errors> {
     let virtual_servers = virtual_servers(&mut cx, raw.virtual_server.as_deref().unwrap_or(&[]));
     let snat = snats(&mut cx, raw.snat.as_deref().unwrap_or(&[]));
     let ctsync = raw.ctsync.as_ref().and_then(|c| ctsync(&mut cx, c));
+    if force_dataplane.unwrap_or(global.dataplane) == DataplaneChoice::Nftables {
+        nftables_limits(&mut cx, raw.virtual_server.as_deref().unwrap_or(&[]));
+    }
     if !cx.errs.is_empty() {
         return Err(cx.errs);
     }
@@ -760,6 +769,91 @@ fn health(cx: &mut Ctx<'_>, hs: &S<RawHealth>) -> Option<HealthSpec> {
         fall: fall? as u32,
         port: port?,
     })
+}
+
+/// Schedulers the nftables dataplane compiles (`crate::nft`): rr and wrr
+/// by `numgen`, sh and mh (Maglev) by `jhash` of the client address.
+pub const NFTABLES_SCHEDULERS: &[&str] = &["rr", "wrr", "sh", "mh"];
+
+/// What the nftables dataplane cannot express, each at its key. IPVS
+/// features with no nftables equivalent are refused rather than silently
+/// approximated: an operator moving a keepalived config over must learn
+/// that `wlc` is not least-connection here.
+fn nftables_limits(cx: &mut Ctx<'_>, raws: &[S<RawVirtualServer>]) {
+    const WHY: &str = "on the nftables dataplane";
+    const HINT: &str = "use dataplane = \"ipvs\" on a kernel with IPVS";
+    for vs in raws {
+        let r = vs.get_ref();
+        match &r.scheduler {
+            Some(s) => {
+                let name = s.get_ref();
+                let well_formed = !name.is_empty() && name.len() <= 15;
+                if well_formed && !NFTABLES_SCHEDULERS.contains(&name.as_str()) {
+                    cx.err(s.span(), format!("scheduler \"{name}\" is not available {WHY} (it has rr, wrr, sh, mh); {HINT}"));
+                }
+            }
+            None => {
+                let h = vs.span();
+                let at = cx.table_name(&h, "virtual_server");
+                cx.err(h, format!("{at}: the default scheduler wlc is not available {WHY}; set scheduler = \"rr\", \"wrr\", \"sh\" or \"mh\""));
+            }
+        }
+        if let Some(flags) = &r.scheduler_flags {
+            for f in flags.get_ref() {
+                let flag = f.get_ref();
+                if !matches!(
+                    flag.as_str(),
+                    "sh-port" | "mh-port" | "sh-fallback" | "mh-fallback"
+                ) {
+                    cx.err(f.span(), format!("scheduler flag \"{flag}\" has no meaning {WHY} (it has sh-port, mh-port, sh-fallback, mh-fallback)"));
+                }
+            }
+        }
+        if let Some(e) = &r.persistence_engine {
+            cx.err(e.span(), format!("persistence_engine is not available {WHY} (persistence there is by client address only); {HINT}"));
+        }
+        if let Some(v) = &r.one_packet {
+            if *v.get_ref() {
+                cx.err(
+                    v.span(),
+                    format!("one_packet is not available {WHY}; {HINT}"),
+                );
+            }
+        }
+        if let Some(f) = &r.forwarding {
+            if f.get_ref() != "nat" {
+                cx.err(f.span(), format!("forwarding \"{}\" is not available {WHY} (it forwards by NAT only); {HINT}", f.get_ref()));
+            }
+        }
+        if let Some(t) = &r.tunnel {
+            cx.err(
+                t.span(),
+                format!("tunnel is not available {WHY} (it forwards by NAT only); {HINT}"),
+            );
+        }
+        for rs in r.real_server.as_deref().unwrap_or(&[]) {
+            let rs = rs.get_ref();
+            if let Some(f) = &rs.forwarding {
+                if f.get_ref() != "nat" {
+                    cx.err(f.span(), format!("forwarding \"{}\" is not available {WHY} (it forwards by NAT only); {HINT}", f.get_ref()));
+                }
+            }
+            if let Some(t) = &rs.tunnel {
+                cx.err(
+                    t.span(),
+                    format!("tunnel is not available {WHY} (it forwards by NAT only); {HINT}"),
+                );
+            }
+            for th in [&rs.upper_threshold, &rs.lower_threshold]
+                .into_iter()
+                .flatten()
+            {
+                if *th.get_ref() != 0 {
+                    cx.err(th.span(), format!("connection thresholds are not available {WHY} (nftables does not count connections per real server while scheduling); {HINT}"));
+                }
+            }
+        }
+    }
 }
 
 fn virtual_servers(cx: &mut Ctx<'_>, raws: &[S<RawVirtualServer>]) -> Vec<VirtualServer> {
