@@ -67,8 +67,14 @@ impl LastPass {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusReply {
-    /// "ipvs" (the nftables dataplane arrives later).
+    /// The dataplane running: "ipvs" or "nftables".
     pub dataplane: String,
+    /// What the config asked for ("auto" picks IPVS when the kernel has it).
+    pub dataplane_configured: crate::config::DataplaneChoice,
+    /// The kernel settings the dataplane depends on, as of the last pass.
+    pub sysctls: Vec<crate::sysctl::SysctlState>,
+    /// The `[[snat]]` rules the director keeps installed.
+    pub snat: Vec<crate::config::Snat>,
     pub config_file: String,
     pub router_id: String,
     pub table: KernelTable,
@@ -93,7 +99,7 @@ pub struct ReloadReply {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Response {
-    Status(StatusReply),
+    Status(Box<StatusReply>),
     Conns { proc_ip_vs_conn: String },
     Reload(ReloadReply),
     Error { message: String },

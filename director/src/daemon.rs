@@ -1,8 +1,9 @@
 //! `director run`: the long-running daemon.
 //!
 //! Shape (one owner per resource):
-//! - a **kernel worker thread** owns the `IpvsKernel` (netlink sockets are
-//!   blocking and single-owner) and runs passes and dumps on request;
+//! - a **kernel worker thread** owns the [`Dataplane`] (IPVS over generic
+//!   netlink, or nftables; both blocking and single-owner) and the sysctl
+//!   writer, and runs passes and dumps on request;
 //! - the **reconcile loop** (async) decides *when* to pass: every
 //!   `reconcile_interval` (level-triggered repair of `ipvsadm -C` and hand
 //!   edits), on reload, on a kernel event (the "IPVS" generic-netlink family
@@ -16,11 +17,13 @@
 
 use crate::config::{self, Config};
 use crate::control::{self, LastPass, OwnedService, ReloadReply, Request, Response, StatusReply};
+use crate::dataplane::{self, Dataplane, DataplaneKind, DataplaneStatus, IpvsDataplane, PassInput};
 use crate::desired::{desired_table, DesiredTable};
 use crate::kernel::{IpvsKernel, KernelError};
 use crate::metrics::Metrics;
 use crate::model::{KernelTable, Timeouts};
-use crate::reconcile::{PassReport, Reconciler};
+use crate::reconcile::PassReport;
+use crate::sysctl::{self, SysctlState, Sysctls};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
@@ -35,40 +38,63 @@ use tracing::{error, info, warn};
 pub enum DaemonError {
     #[error("{0}")]
     Config(config::ConfigErrors),
-    #[error("{0}\nhint: this kernel cannot run the IPVS dataplane; `dataplane = \"nftables\"` arrives in a later release")]
+    #[error("{0}\nhint: dataplane = \"ipvs\" needs a kernel with IPVS; \"auto\" or \"nftables\" runs the services in nftables instead")]
     NoIpvs(KernelError),
     #[error("kernel: {0}")]
     Kernel(KernelError),
-    #[error("{file}: dataplane = \"nftables\" is not available in this release; use \"ipvs\" or \"auto\" on a kernel with IPVS")]
-    DataplaneUnavailable { file: String },
+    #[error("the nftables dataplane cannot start: {detail}")]
+    NftablesUnavailable { detail: String },
     #[error("control socket {path}: {detail}")]
     ControlSocket { path: String, detail: String },
     #[error("metrics_listen {addr}: {detail}")]
     Metrics { addr: String, detail: String },
 }
 
+/// Which part of the nftables table a dataplane asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NftRole {
+    /// The whole service table (the nftables dataplane).
+    Services,
+    /// Only `[[snat]]` and forward rules (beside IPVS).
+    NatOnly,
+}
+
+/// Opens the nftables side in a role; `Err` says why it cannot be driven.
+pub type OpenNft = Box<dyn FnMut(NftRole) -> Result<Box<dyn Dataplane>, String> + Send>;
+
+/// How the daemon reaches the kernel: `director run` passes the real
+/// openers, tests pass fakes (and never write the host's sysctls).
+pub struct Backends<F> {
+    /// Opens IPVS; `Err(KernelError::Unavailable)` when the kernel has none.
+    /// Called again when the "IPVS" family is registered again.
+    pub open_ipvs: F,
+    pub open_nft: OpenNft,
+    pub sysctls: Box<dyn Sysctls>,
+}
+
 enum KernelCmd {
     Pass {
         desired: Arc<DesiredTable>,
+        snat: Arc<Vec<config::Snat>>,
         exclusive: bool,
         timeouts: Option<Timeouts>,
-        reply: oneshot::Sender<(PassReport, Duration)>,
+        reply: oneshot::Sender<PassDone>,
     },
     Dump {
         reply: oneshot::Sender<Result<KernelTable, KernelError>>,
     },
     /// Table plus timeouts and sync daemons, for `directorctl status`.
     Status {
-        reply: oneshot::Sender<Result<KernelStatus, KernelError>>,
+        reply: oneshot::Sender<Result<DataplaneStatus, KernelError>>,
     },
     Reopen,
 }
 
-/// What `directorctl status` shows of the kernel.
-struct KernelStatus {
-    table: KernelTable,
-    timeouts: Option<Timeouts>,
-    sync_daemons: Vec<crate::model::SyncDaemon>,
+/// One pass as the worker ran it.
+struct PassDone {
+    report: PassReport,
+    took: Duration,
+    sysctls: Vec<SysctlState>,
 }
 
 /// A pass request: why, and who (if anyone) waits for its summary.
@@ -81,7 +107,9 @@ struct State {
     config_path: PathBuf,
     config: Config,
     desired: Arc<DesiredTable>,
+    snat: Arc<Vec<config::Snat>>,
     last_pass: Option<LastPass>,
+    sysctls: Vec<SysctlState>,
 }
 
 /// Handles shared by the daemon's tasks.
@@ -91,46 +119,55 @@ struct Shared {
     kernel: mpsc::Sender<KernelCmd>,
     triggers: amsc::Sender<Trigger>,
     metrics: Metrics,
+    kind: DataplaneKind,
 }
 
-/// Runs the kernel worker: owns the kernel, serves passes and dumps.
-fn spawn_kernel_worker<K, F>(mut open: F, first: K) -> mpsc::Sender<KernelCmd>
-where
-    K: IpvsKernel + Send + 'static,
-    F: FnMut() -> Result<K, KernelError> + Send + 'static,
-{
+/// Runs the kernel worker: owns the dataplane and the sysctls, serves
+/// passes and dumps. `reopen` rebuilds the dataplane (the IPVS family was
+/// registered again, so the old socket's family id may be stale).
+fn spawn_kernel_worker(
+    mut dp: Box<dyn Dataplane>,
+    mut sysctls: Box<dyn Sysctls>,
+    mut reopen: Box<dyn FnMut() -> Option<Box<dyn Dataplane>> + Send>,
+) -> mpsc::Sender<KernelCmd> {
     let (tx, rx) = mpsc::channel::<KernelCmd>();
     std::thread::Builder::new()
         .name("kernel".into())
         .spawn(move || {
-            let mut reconciler = Reconciler::new(first);
             while let Ok(cmd) = rx.recv() {
                 match cmd {
                     KernelCmd::Pass {
                         desired,
+                        snat,
                         exclusive,
                         timeouts,
                         reply,
                     } => {
                         let started = Instant::now();
-                        let report = reconciler.pass(&desired, exclusive, timeouts);
-                        let _ = reply.send((report, started.elapsed()));
+                        let wanted = sysctl::wanted(dp.kind(), &desired, &snat);
+                        let (states, changed) = sysctl::ensure(sysctls.as_mut(), &wanted);
+                        let mut report = dp.pass(&PassInput {
+                            desired: &desired,
+                            snat: &snat,
+                            exclusive,
+                            timeouts,
+                        });
+                        report.repairs.extend(changed);
+                        let _ = reply.send(PassDone {
+                            report,
+                            took: started.elapsed(),
+                            sysctls: states,
+                        });
                     }
                     KernelCmd::Dump { reply } => {
-                        let _ = reply.send(reconciler.kernel.dump());
+                        let _ = reply.send(dp.table());
                     }
                     KernelCmd::Status { reply } => {
-                        let k = &mut reconciler.kernel;
-                        let status = k.dump().map(|table| KernelStatus {
-                            table,
-                            timeouts: k.timeouts().ok(),
-                            sync_daemons: k.sync_daemons().unwrap_or_default(),
-                        });
-                        let _ = reply.send(status);
+                        let _ = reply.send(dp.status());
                     }
-                    KernelCmd::Reopen => match open() {
-                        Ok(k) => reconciler = Reconciler::new(k),
-                        Err(e) => warn!(event = "kernel_reopen_failed", error = %e),
+                    KernelCmd::Reopen => match reopen() {
+                        Some(new) => dp = new,
+                        None => warn!(event = "kernel_reopen_failed"),
                     },
                 }
             }
@@ -140,18 +177,97 @@ where
     tx
 }
 
+/// Picks the dataplane (`auto`: IPVS when the kernel has it) and opens it.
+/// The config is re-checked for the dataplane actually chosen.
+#[allow(clippy::type_complexity)]
+fn open_dataplane<K, F>(
+    config_path: &Path,
+    config: Config,
+    backends: Backends<F>,
+) -> Result<
+    (
+        Config,
+        DataplaneKind,
+        Box<dyn Dataplane>,
+        Box<dyn Sysctls>,
+        Box<dyn FnMut() -> Option<Box<dyn Dataplane>> + Send>,
+    ),
+    DaemonError,
+>
+where
+    K: IpvsKernel + Send + 'static,
+    F: FnMut() -> Result<K, KernelError> + Send + 'static,
+{
+    let Backends {
+        mut open_ipvs,
+        mut open_nft,
+        sysctls,
+    } = backends;
+    let choice = config.global.dataplane;
+    let ipvs = match choice {
+        config::DataplaneChoice::Nftables => None,
+        config::DataplaneChoice::Ipvs => Some(open_ipvs().map_err(|e| match e {
+            KernelError::Unavailable => DaemonError::NoIpvs(e),
+            e => DaemonError::Kernel(e),
+        })?),
+        config::DataplaneChoice::Auto => match open_ipvs() {
+            Ok(k) => Some(k),
+            Err(KernelError::Unavailable) => None,
+            Err(e) => return Err(DaemonError::Kernel(e)),
+        },
+    };
+    let kind = dataplane::choose(choice, ipvs.is_some());
+    info!(event = "dataplane_chosen", dataplane = %kind, configured = ?choice);
+    match ipvs {
+        Some(kernel) => {
+            let nat = open_nat_rules(&mut open_nft);
+            let dp: Box<dyn Dataplane> = Box::new(IpvsDataplane::new(kernel, nat));
+            let reopen = Box::new(move || match open_ipvs() {
+                Ok(k) => Some(
+                    Box::new(IpvsDataplane::new(k, open_nat_rules(&mut open_nft)))
+                        as Box<dyn Dataplane>,
+                ),
+                Err(e) => {
+                    warn!(event = "kernel_reopen_failed", error = %e);
+                    None
+                }
+            });
+            Ok((config, kind, dp, sysctls, reopen))
+        }
+        None => {
+            // Re-check: `auto` may have landed on a dataplane that cannot
+            // express this config (a wlc service, DR forwarding).
+            let config = config::load_for(config_path, Some(config::DataplaneChoice::Nftables))
+                .map_err(DaemonError::Config)?;
+            let dp = open_nft(NftRole::Services)
+                .map_err(|detail| DaemonError::NftablesUnavailable { detail })?;
+            Ok((config, kind, dp, sysctls, Box::new(|| None)))
+        }
+    }
+}
+
+fn open_nat_rules(open_nft: &mut OpenNft) -> Option<Box<dyn Dataplane>> {
+    match open_nft(NftRole::NatOnly) {
+        Ok(n) => Some(n),
+        Err(e) => {
+            warn!(event = "nftables_unavailable", error = %e, note = "[[snat]] rules cannot be installed");
+            None
+        }
+    }
+}
+
 /// Loads and validates the config (no kernel access).
 pub fn load_config(path: &Path) -> Result<Config, DaemonError> {
     config::load(path).map_err(DaemonError::Config)
 }
 
-/// Runs the daemon until `shutdown` resolves. `open` opens the kernel (the
-/// real IPVS socket in `director run`, a fake in tests); it is called again
-/// when the IPVS family is re-registered. `ready` is called once the control
-/// socket is listening and the first pass is done (systemd `READY=1`).
+/// Runs the daemon until `shutdown` resolves. `backends` opens the kernel
+/// (real IPVS and nftables in `director run`, fakes in tests). `ready` is
+/// called once the control socket is listening and the first pass is done
+/// (systemd `READY=1`).
 pub async fn run<K, F>(
     config_path: PathBuf,
-    mut open: F,
+    backends: Backends<F>,
     shutdown: impl std::future::Future<Output = ()>,
     ready: impl FnOnce(),
 ) -> Result<(), DaemonError>
@@ -160,15 +276,7 @@ where
     F: FnMut() -> Result<K, KernelError> + Send + 'static,
 {
     let config = load_config(&config_path)?;
-    if config.global.dataplane == config::DataplaneChoice::Nftables {
-        return Err(DaemonError::DataplaneUnavailable {
-            file: config_path.display().to_string(),
-        });
-    }
-    let kernel = open().map_err(|e| match e {
-        KernelError::Unavailable => DaemonError::NoIpvs(e),
-        e => DaemonError::Kernel(e),
-    })?;
+    let (config, kind, dp, sysctls, reopen) = open_dataplane(&config_path, config, backends)?;
     let metrics = Metrics::new();
     let desired = Arc::new(desired_table(&config));
     info!(
@@ -176,7 +284,7 @@ where
         config = %config_path.display(),
         services = desired.services.len(),
         destinations = desired.dest_count(),
-        dataplane = "ipvs"
+        dataplane = %kind
     );
     warn_unbuilt_sections(&config);
     let socket_path = config.global.control_socket.clone();
@@ -185,13 +293,16 @@ where
     let shared = Shared {
         state: Arc::new(Mutex::new(State {
             config_path,
+            snat: Arc::new(config.snat.clone()),
             config,
             desired,
             last_pass: None,
+            sysctls: Vec::new(),
         })),
-        kernel: spawn_kernel_worker(open, kernel),
+        kernel: spawn_kernel_worker(dp, sysctls, reopen),
         triggers: trig_tx,
         metrics,
+        kind,
     };
 
     let listener = bind_control_socket(&socket_path)?;
@@ -261,12 +372,13 @@ async fn run_pass(shared: &Shared, reason: &'static str) -> LastPass {
     let mut reason = reason;
     let mut rerun = 0;
     loop {
-        let (desired, exclusive, timeouts) = {
+        let (desired, snat, exclusive, timeouts) = {
             let Ok(s) = shared.state.lock() else {
                 return LastPass::default();
             };
             (
                 s.desired.clone(),
+                s.snat.clone(),
                 s.config.global.ipvs_exclusive,
                 s.config.global.ipvs_timeouts,
             )
@@ -274,17 +386,34 @@ async fn run_pass(shared: &Shared, reason: &'static str) -> LastPass {
         let (tx, rx) = oneshot::channel();
         let sent = shared.kernel.send(KernelCmd::Pass {
             desired: desired.clone(),
+            snat,
             exclusive,
             timeouts,
             reply: tx,
         });
-        let Ok((report, took)) = (match sent {
+        let Ok(done) = (match sent {
             Ok(()) => rx.await.map_err(|_| ()),
             Err(_) => Err(()),
         }) else {
             error!(event = "kernel_worker_gone");
             return LastPass::default();
         };
+        let PassDone {
+            report,
+            took,
+            sysctls,
+        } = done;
+        for s in sysctls.iter().filter(|s| s.error.is_some()) {
+            shared
+                .metrics
+                .reconcile_errors
+                .with_label_values(&["sysctl"])
+                .inc();
+            warn!(event = "sysctl_not_set", name = %s.name, error = s.error.as_deref().unwrap_or(""));
+        }
+        if let Ok(mut s) = shared.state.lock() {
+            s.sysctls = sysctls;
+        }
         let summary = record_pass(shared, reason, &desired, &report, took);
         if report.wants_rerun() && rerun < 3 {
             rerun += 1;
@@ -323,6 +452,14 @@ fn record_pass(
         m.reconcile_errors.with_label_values(&["dump"]).inc();
         error!(event = "kernel_dump_failed", error = %e);
     }
+    for r in &report.repairs {
+        m.ops_applied.with_label_values(&["repair"]).inc();
+        info!(event = "kernel_repaired", change = %r, trigger = reason);
+    }
+    for e in &report.nat_errors {
+        m.reconcile_errors.with_label_values(&["nftables"]).inc();
+        error!(event = "nftables_failed", error = %e);
+    }
     if let Some(e) = &report.timeouts_error {
         m.reconcile_errors
             .with_label_values(&["set_timeouts"])
@@ -334,6 +471,7 @@ fn record_pass(
     }
     let mut errors = LastPass::errors_from(&report.failed, report.dump_error.as_deref());
     errors.extend(report.timeouts_error.iter().cloned());
+    errors.extend(report.nat_errors.iter().cloned());
     let summary = LastPass {
         at_unix: SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -341,7 +479,7 @@ fn record_pass(
             .unwrap_or(0.0),
         trigger: reason.to_string(),
         duration_seconds: took.as_secs_f64(),
-        ops_applied: report.applied.len(),
+        ops_applied: report.applied.len() + report.repairs.len(),
         errors,
         conflicts: report.conflicts.len(),
     };
@@ -433,7 +571,7 @@ async fn dump(shared: &Shared) -> Result<KernelTable, String> {
     ask_kernel(shared, |reply| KernelCmd::Dump { reply }).await
 }
 
-async fn kernel_status(shared: &Shared) -> Result<KernelStatus, String> {
+async fn kernel_status(shared: &Shared) -> Result<DataplaneStatus, String> {
     ask_kernel(shared, |reply| KernelCmd::Status { reply }).await
 }
 
@@ -441,7 +579,7 @@ async fn handle(req: Request, shared: &Shared) -> Response {
     match req {
         Request::Status => match kernel_status(shared).await {
             Err(message) => Response::Error { message },
-            Ok(KernelStatus {
+            Ok(DataplaneStatus {
                 table,
                 timeouts,
                 sync_daemons,
@@ -451,8 +589,11 @@ async fn handle(req: Request, shared: &Shared) -> Response {
                         message: "state poisoned".into(),
                     };
                 };
-                Response::Status(StatusReply {
-                    dataplane: "ipvs".into(),
+                Response::Status(Box::new(StatusReply {
+                    dataplane: shared.kind.to_string(),
+                    dataplane_configured: s.config.global.dataplane,
+                    sysctls: s.sysctls.clone(),
+                    snat: s.snat.as_ref().clone(),
                     config_file: s.config_path.display().to_string(),
                     router_id: s.config.global.router_id.clone(),
                     table,
@@ -470,8 +611,11 @@ async fn handle(req: Request, shared: &Shared) -> Response {
                     exclusive: s.config.global.ipvs_exclusive,
                     reconcile_interval_seconds: s.config.global.reconcile_interval.as_secs_f64(),
                     last_pass: s.last_pass.clone(),
-                })
+                }))
             }
+        },
+        Request::Conns if shared.kind == DataplaneKind::Nftables => Response::Error {
+            message: "on the nftables dataplane connections live in conntrack: `conntrack -L` lists them (ActiveConn/InActConn in `directorctl status` are counted from it)".into(),
         },
         Request::Conns => match tokio::fs::read_to_string("/proc/net/ip_vs_conn").await {
             Ok(text) => Response::Conns {
@@ -495,7 +639,13 @@ async fn reload(shared: &Shared) -> Response {
             message: "state poisoned".into(),
         };
     };
-    let loaded = tokio::task::spawn_blocking(move || config::load(&path)).await;
+    // Checked for the dataplane this daemon runs, not the one the file
+    // names: a reload cannot switch dataplanes (that needs a restart).
+    let running = match shared.kind {
+        DataplaneKind::Ipvs => None,
+        DataplaneKind::Nftables => Some(config::DataplaneChoice::Nftables),
+    };
+    let loaded = tokio::task::spawn_blocking(move || config::load_for(&path, running)).await;
     let new = match loaded {
         Err(e) => {
             return Response::Error {
@@ -524,13 +674,15 @@ async fn reload(shared: &Shared) -> Response {
     if let Ok(mut s) = shared.state.lock() {
         if new.global.control_socket != s.config.global.control_socket
             || new.global.metrics_listen != s.config.global.metrics_listen
+            || new.global.dataplane != s.config.global.dataplane
         {
             warn!(
                 event = "reload_partial",
-                note = "control_socket and metrics_listen changes take effect at the next restart"
+                note = "control_socket, metrics_listen and dataplane changes take effect at the next restart"
             );
         }
         s.desired = Arc::new(desired_table(&new));
+        s.snat = Arc::new(new.snat.clone());
         s.config = new;
     }
     shared
@@ -634,9 +786,6 @@ fn warn_unbuilt_sections(config: &Config) {
         idle.push(
             "virtual_server.health (no health checks run: every real server stays in the pool)",
         );
-    }
-    if !config.snat.is_empty() {
-        idle.push("[[snat]] (no SNAT rules are installed)");
     }
     if config.ctsync.is_some() {
         idle.push("[ctsync] (connection state is not replicated)");

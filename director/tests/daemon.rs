@@ -100,7 +100,7 @@ fn start(fake: SharedFake) -> Running {
             .unwrap();
         rt.block_on(director::daemon::run(
             cfg,
-            move || Ok(f.clone()),
+            backends(move || Ok(f.clone())),
             async {
                 let _ = stopped.await;
             },
@@ -263,6 +263,21 @@ fn daemon_programs_serves_reloads_and_repairs() {
     );
 }
 
+/// Fake IPVS, no nftables, and sysctls that are read but never written
+/// (these daemons run in the host's own network namespace).
+fn backends<K: IpvsKernel + Send + 'static, F>(open: F) -> director::daemon::Backends<F>
+where
+    F: FnMut() -> Result<K, KernelError> + Send + 'static,
+{
+    director::daemon::Backends {
+        open_ipvs: open,
+        open_nft: Box::new(|_| Err("no nftables in this test".to_string())),
+        sysctls: Box::new(director::sysctl::ReadOnly(
+            director::sysctl::ProcSys::default(),
+        )),
+    }
+}
+
 /// Runs a daemon that must fail to start; its error text.
 fn start_error<K: IpvsKernel + Send + 'static>(
     config: PathBuf,
@@ -272,9 +287,14 @@ fn start_error<K: IpvsKernel + Send + 'static>(
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(director::daemon::run(config, open, async {}, || {}))
-        .unwrap_err()
-        .to_string()
+    rt.block_on(director::daemon::run(
+        config,
+        backends(open),
+        async {},
+        || {},
+    ))
+    .unwrap_err()
+    .to_string()
 }
 
 #[test]
@@ -297,7 +317,33 @@ fn second_daemon_on_a_live_socket_refuses_and_stale_socket_is_reused() {
 fn no_ipvs_is_said_plainly() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("d.toml");
-    write_config(&config, &dir.path().join("s.sock"), "127.0.0.1:1", BODY);
+    let body = format!("dataplane = \"ipvs\"\n{BODY}");
+    write_config(&config, &dir.path().join("s.sock"), "127.0.0.1:1", &body);
     let err = start_error(config, || Err::<FakeIpvs, _>(KernelError::Unavailable));
-    assert!(err.contains("no IPVS") && err.contains("nftables"), "{err}");
+    assert!(
+        err.contains("has no IPVS") && err.contains("\"nftables\" runs the services in nftables"),
+        "{err}"
+    );
+}
+
+#[test]
+fn auto_without_ipvs_falls_back_to_nftables_and_says_why_it_cannot_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("d.toml");
+    // BODY asks for wlc, which only IPVS has: refused at its position.
+    write_config(&config, &dir.path().join("s.sock"), "127.0.0.1:1", BODY);
+    let err = start_error(config.clone(), || {
+        Err::<FakeIpvs, _>(KernelError::Unavailable)
+    });
+    assert!(
+        err.ends_with(":10:13: scheduler \"wlc\" is not available on the nftables dataplane (it has rr, wrr, sh, mh); use dataplane = \"ipvs\" on a kernel with IPVS"),
+        "{err}"
+    );
+    let rr = BODY.replace("\"wlc\"", "\"rr\"");
+    write_config(&config, &dir.path().join("s.sock"), "127.0.0.1:1", &rr);
+    let err = start_error(config, || Err::<FakeIpvs, _>(KernelError::Unavailable));
+    assert_eq!(
+        err,
+        "the nftables dataplane cannot start: no nftables in this test"
+    );
 }

@@ -93,13 +93,14 @@ fn run(config: PathBuf) -> anyhow::Result<()> {
                 _ => std::future::pending::<()>().await,
             }
         };
-        director::daemon::run(
-            config,
-            director::ipvs::IpvsSocket::open,
-            shutdown,
-            notify_ready,
-        )
-        .await
+        let backends = director::daemon::Backends {
+            open_ipvs: director::ipvs::IpvsSocket::open,
+            open_nft: Box::new(|_role| {
+                Err("this build has no nftables executor wired in".to_string())
+            }),
+            sysctls: Box::new(director::sysctl::ProcSys::default()),
+        };
+        director::daemon::run(config, backends, shutdown, notify_ready).await
     })?;
     Ok(())
 }

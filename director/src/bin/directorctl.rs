@@ -136,17 +136,23 @@ fn main() -> ExitCode {
                     (.., true) => ListMode::TunInfo,
                     _ => ListMode::Plain,
                 };
-                print!(
-                    "{}",
-                    director::format::list(
-                        &reply.table,
-                        &ListOptions {
-                            mode,
-                            exact,
-                            nosort
-                        }
-                    )
+                let text = director::format::list(
+                    &reply.table,
+                    &ListOptions {
+                        mode,
+                        exact,
+                        nosort,
+                    },
                 );
+                // The nftables dataplane has no IPVS version or connection
+                // table size: name what is really running instead, keep
+                // every line after the banner in ipvsadm's layout.
+                match (reply.dataplane.as_str(), text.split_once('\n')) {
+                    ("nftables", Some((_, rest))) => {
+                        print!("{}\n{rest}", director::format::NFTABLES_BANNER)
+                    }
+                    _ => print!("{text}"),
+                }
             }
             ExitCode::SUCCESS
         }

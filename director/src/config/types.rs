@@ -3,7 +3,7 @@
 //! durations, enums); nothing downstream re-validates them.
 
 use crate::model::{Forward, ServiceKey, Timeouts, Tunnel};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -18,7 +18,7 @@ pub struct Config {
     pub ctsync: Option<CtSync>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DataplaneChoice {
     Auto,
@@ -136,7 +136,7 @@ pub struct VirtualServer {
     pub real_servers: Vec<RealServer>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snat {
     pub match_vip: IpAddr,
     pub to_source: IpAddr,

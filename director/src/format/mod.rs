@@ -121,6 +121,10 @@ pub enum ListMode {
     TunInfo,
 }
 
+/// First line of `directorctl status` on the nftables dataplane, in place
+/// of IPVS's `IP Virtual Server version ... (size=...)`.
+pub const NFTABLES_BANNER: &str = "director nftables dataplane (table inet director)";
+
 /// Options of [`list`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ListOptions {
