@@ -163,10 +163,9 @@ pub mod status {
     pub const HELPER: u32 = 1 << 13;
     pub const OFFLOAD: u32 = 1 << 14;
     pub const HW_OFFLOAD: u32 = 1 << 15;
-    /// `IPS_UNCHANGEABLE_MASK`: bits only the kernel sets. Older kernels
-    /// refuse a NEW that carries them (EBUSY from ctnetlink_change_status),
-    /// so [`super::encode_new`] drops them; the NAT bits come back from
-    /// CTA_NAT_SRC/DST.
+    /// `IPS_UNCHANGEABLE_MASK`: bits only the kernel sets.
+    /// [`super::encode_new`] drops them (and sends CONFIRMED, see
+    /// `encode_attrs`); the NAT bits come back from CTA_NAT_SRC/DST.
     pub const UNCHANGEABLE: u32 = SRC_NAT_DONE
         | DST_NAT_DONE
         | SRC_NAT
@@ -467,12 +466,16 @@ impl Conntrack {
             && self.tcp.as_ref().map(|t| t.state) == Some(TcpState::ESTABLISHED)
     }
 
-    /// Fills `nat_src` / `nat_dst` from what the tuples show, for writing
-    /// an entry read from one kernel into another: the kernel only sets up
-    /// the translation (and the IPS_*_NAT bits) from CTA_NAT_SRC/DST, and
-    /// the reply tuple alone does not carry it. Destination NAT: the reply
+    /// Rewrites an entry read from one kernel so that another kernel,
+    /// given it in a NEW, sets up the same translation: `nat_dst` /
+    /// `nat_src` from what the tuples show (destination NAT: the reply
     /// comes from somewhere other than the original destination; source
-    /// NAT: it goes to somewhere other than the original source.
+    /// NAT: it goes to somewhere other than the original source), and the
+    /// reply tuple un-translated. Observed on 6.x: given the translated
+    /// reply tuple the kernel finds nothing to translate and leaves
+    /// IPS_SRC_NAT / IPS_DST_NAT clear, and nf_nat_packet() then mangles
+    /// nothing; from the plain reply tuple plus CTA_NAT_* it derives the
+    /// same reply tuple and sets the bits.
     pub fn with_nat_from_tuples(mut self) -> Conntrack {
         if self.reply.src != self.orig.dst || self.reply.src_port != self.orig.dst_port {
             self.nat_dst = Some(NatRange {
@@ -489,6 +492,9 @@ impl Conntrack {
                 min_port: self.reply.dst_port,
                 max_port: self.reply.dst_port,
             });
+        }
+        if self.nat_src.is_some() || self.nat_dst.is_some() {
+            self.reply = self.orig.inverted();
         }
         self
     }
@@ -1017,7 +1023,17 @@ pub fn encode_attrs(w: &mut Writer, ct: &Conntrack, set: AttrSet) -> Result<(), 
         w.put_be16(cta::ZONE, z)?;
     }
     if let Some(s) = ct.status {
-        w.put_be32(cta::STATUS, if all { s } else { s & !status::UNCHANGEABLE })?;
+        // For a new entry the kernel compares our status with the one it
+        // holds, which already has IPS_CONFIRMED (the CLI's NEW carries
+        // it too); a difference in EXPECTED/CONFIRMED/DYING is EBUSY
+        // (observed on 6.x), other kernel-only bits are refused by older
+        // kernels. So: the changeable bits, plus CONFIRMED.
+        let s = if all {
+            s
+        } else {
+            (s & !status::UNCHANGEABLE) | status::CONFIRMED
+        };
+        w.put_be32(cta::STATUS, s)?;
     }
     if let Some(m) = ct.mark {
         w.put_be32(cta::MARK, m)?;

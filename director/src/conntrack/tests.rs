@@ -129,7 +129,11 @@ fn dump_replies_decode_to_what_the_cli_printed() {
         // `-L -w 3` and `-L -p tcp` filter in the CLI, so every printed
         // line must be one of ours, and unfiltered dumps must match 1:1.
         for p in &c.printed {
-            assert!(ours.contains(p), "{}: CLI printed\n{p}\nours:\n{ours:#?}", c.cmd);
+            assert!(
+                ours.contains(p),
+                "{}: CLI printed\n{p}\nours:\n{ours:#?}",
+                c.cmd
+            );
             checked += 1;
         }
         if c.cmd == "conntrack -L -o extended" {
@@ -151,7 +155,10 @@ fn real_traffic_decodes_established_with_counters() {
         .filter(|e| e.orig.dst_port == Some(8080))
         .collect();
     assert_eq!(es.len(), 2, "{es:#?}");
-    let est = es.iter().find(|e| e.is_tcp_established()).expect("ESTABLISHED");
+    let est = es
+        .iter()
+        .find(|e| e.is_tcp_established())
+        .expect("ESTABLISHED");
     assert_eq!(est.orig.src, IpAddr::V4(Ipv4Addr::LOCALHOST));
     assert_eq!(est.counters_orig.unwrap().bytes, 1164);
     assert_eq!(est.status.unwrap() & status::ASSURED, status::ASSURED);
@@ -195,7 +202,10 @@ fn hex(b: &[u8]) -> String {
 #[test]
 fn cli_new_requests_decode_and_our_encoding_agrees() {
     let mut n = 0;
-    for c in captures().iter().filter(|c| c.cmd.starts_with("conntrack -I")) {
+    for c in captures()
+        .iter()
+        .filter(|c| c.cmd.starts_with("conntrack -I"))
+    {
         let m = MsgIter::new(&c.sent[0]).next().unwrap().unwrap();
         assert_eq!(m.header.kind, codec::msg_type(msg::NEW));
         let cli = codec::decode(m.payload).unwrap();
@@ -204,8 +214,11 @@ fn cli_new_requests_decode_and_our_encoding_agrees() {
         let ours = MsgIter::new(&w.buf).next().unwrap().unwrap();
         assert_eq!(ours.header.flags, m.header.flags, "{}", c.cmd);
         let mut back = codec::decode(ours.payload).unwrap();
-        // We drop the kernel-only CONFIRMED bit the CLI sends.
-        back.status = back.status.map(|s| s | (cli.status.unwrap_or(0) & status::CONFIRMED));
+        // We add CONFIRMED to a status (the kernel wants it); the CLI sends
+        // it too whenever it sends a status, so nothing changes here.
+        back.status = back
+            .status
+            .map(|s| s | (cli.status.unwrap_or(0) & status::CONFIRMED));
         assert_eq!(back, cli, "{}", c.cmd);
         n += 1;
     }
@@ -344,7 +357,10 @@ fn create_needs_a_timeout_and_drops_kernel_only_state() {
         assert!(!kinds.contains(&k), "{k} in {kinds:?}");
     }
     let back = codec::decode(m.payload).unwrap();
-    assert_eq!(back.status, Some(status::SEEN_REPLY | status::ASSURED));
+    assert_eq!(
+        back.status,
+        Some(status::SEEN_REPLY | status::ASSURED | status::CONFIRMED)
+    );
 }
 
 #[test]
@@ -360,6 +376,7 @@ fn nat_from_tuples() {
     assert_eq!(dnat.nat_src, None);
     let n = dnat.nat_dst.clone().unwrap();
     assert_eq!((n.min_ip, n.min_port), (rs, Some(8080)));
+    assert_eq!(dnat.reply, dnat.orig.inverted());
     // Round trip through the request encoding.
     let mut d = dnat;
     d.timeout = Some(60);
@@ -375,7 +392,10 @@ fn summary_counts_established_as_active() {
     let all = entries(&c);
     let s = flow_summary(&all);
     // The ICMP entry has no ports and is left out.
-    assert_eq!(s.len(), all.iter().filter(|e| e.orig.dst_port.is_some()).count());
+    assert_eq!(
+        s.len(),
+        all.iter().filter(|e| e.orig.dst_port.is_some()).count()
+    );
     let counts = flow_counts(&all);
     let lo: std::net::SocketAddr = "127.0.0.1:8080".parse().unwrap();
     let c8080 = counts.iter().find(|c| c.orig_dst == lo).unwrap();
@@ -428,7 +448,13 @@ fn tuple(v6: bool) -> impl Strategy<Value = Tuple> {
                 Tuple {
                     src,
                     dst,
-                    protocol: if icmpish && v6 { 58 } else if icmpish { 1 } else { p },
+                    protocol: if icmpish && v6 {
+                        58
+                    } else if icmpish {
+                        1
+                    } else {
+                        p
+                    },
                     src_port: (!icmpish).then_some(a),
                     dst_port: (!icmpish).then_some(b),
                     icmp: icmpish.then_some(Icmp {
