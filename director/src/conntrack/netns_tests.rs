@@ -206,9 +206,8 @@ fn created_entries_are_listed_by_the_cli_and_our_dump_then_deleted() {
 fn the_kernel_explains_a_refused_entry() {
     let Some(ns) = NetNs::new() else { return };
     let mut bad = tcp_entry("10.0.0.1", 1, "10.0.0.2", 2);
-    // A TCP state the kernel does not have (the encoder refuses >= MAX,
-    // so use the highest it lets through and break the protocol instead:
-    // protocol 6 without ports).
+    // TCP without ports: the encoder lets it through (it is valid
+    // ctnetlink), the kernel's tcp nlattr_to_tuple refuses it.
     bad.orig.src_port = None;
     bad.reply.dst_port = None;
     let e = ns.run(|| ConntrackSocket::open().unwrap().create(&bad).unwrap_err());
