@@ -11,6 +11,7 @@
 //! - [`kernel`]: the `IpvsKernel` trait, its errors, and a recording fake.
 //! - [`maglev`]: Maglev consistent hashing (NSDI 2016), shared by both directors.
 //! - [`ipvs`]: the generic-netlink codec and socket for the "IPVS" family.
+//! - [`conntrack`]: ctnetlink codec and socket (dump/create/delete entries).
 //! - [`format`]: byte-exact `ipvsadm -Ln` / `-Lnc` printers.
 //! - [`control`]: the control-socket protocol (JSON lines).
 //! - [`metrics`]: Prometheus registry and `/metrics` endpoint.
@@ -22,6 +23,7 @@
 //! Only `ipvs` (and, later, the other executors) write to the kernel.
 
 pub mod config;
+pub mod conntrack;
 pub mod control;
 pub mod daemon;
 pub mod dataplane;

@@ -1,0 +1,325 @@
+//! Netlink framing for NETLINK_NETFILTER: message and attribute views that
+//! never panic, and an append-only writer. Same shape as `crate::ipvs::nl`
+//! (private there), but the family header is `struct nfgenmsg` instead of
+//! `struct genlmsghdr`, and attribute views keep the raw type bits so that
+//! unknown attributes are re-encoded exactly as received.
+//!
+//! ```text
+//! include/uapi/linux/netlink.h, struct nlmsghdr (host byte order):
+//!  0               8               16              24              32
+//! +---------------+---------------+---------------+---------------+
+//! |                  nlmsg_len (header + payload)                  |
+//! +---------------+---------------+---------------+---------------+
+//! | nlmsg_type = NFNL_SUBSYS_* << 8 | msg   |      nlmsg_flags      |
+//! +---------------+---------------+---------------+---------------+
+//! |                           nlmsg_seq                            |
+//! +---------------+---------------+---------------+---------------+
+//! |                           nlmsg_pid                            |
+//! +---------------+---------------+---------------+---------------+
+//! include/uapi/linux/netfilter/nfnetlink.h, struct nfgenmsg:
+//! |  nfgen_family |    version    |        res_id (__be16)        |
+//! +---------------+---------------+---------------+---------------+
+//! struct nlattr, then value, padded to 4 bytes (NLA_ALIGNTO):
+//! |            nla_len            |  nla_type (N|O|type:14 bits)  |
+//! +---------------+---------------+---------------+---------------+
+//! ```
+
+pub use netlink_packet_core::{
+    NLA_F_NESTED, NLA_TYPE_MASK, NLMSG_DONE, NLMSG_ERROR, NLM_F_ACK, NLM_F_ACK_TLVS, NLM_F_CAPPED,
+    NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST,
+};
+
+/// `sizeof(struct nlmsghdr)`.
+pub const NLMSG_HDRLEN: usize = 16;
+/// `sizeof(struct nfgenmsg)`.
+pub const NFGEN_HDRLEN: usize = 4;
+/// `sizeof(struct nlattr)`.
+pub const NLA_HDRLEN: usize = 4;
+/// include/uapi/linux/netlink.h `NLMSGERR_ATTR_MSG`.
+pub const NLMSGERR_ATTR_MSG: u16 = 1;
+/// include/uapi/linux/netlink.h: the dump was interrupted by a change of
+/// the table; its content may be inconsistent.
+pub const NLM_F_DUMP_INTR: u16 = 0x10;
+
+/// Rounds up to the 4-byte netlink alignment, saturating instead of
+/// overflowing (a saturated length is then rejected by the bounds checks).
+pub fn align4(n: usize) -> usize {
+    n.saturating_add(3) & !3
+}
+
+/// A framing problem in kernel input: what was wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameError(pub String);
+
+fn read_u16(b: &[u8], at: usize) -> Option<u16> {
+    let s = b.get(at..at.checked_add(2)?)?;
+    Some(u16::from_ne_bytes([s[0], s[1]]))
+}
+
+fn read_u32(b: &[u8], at: usize) -> Option<u32> {
+    let s = b.get(at..at.checked_add(4)?)?;
+    Some(u32::from_ne_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+/// A netlink message header, decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MsgHeader {
+    pub len: u32,
+    pub kind: u16,
+    pub flags: u16,
+    pub seq: u32,
+    pub pid: u32,
+}
+
+impl MsgHeader {
+    pub fn parse(b: &[u8]) -> Option<MsgHeader> {
+        Some(MsgHeader {
+            len: read_u32(b, 0)?,
+            kind: read_u16(b, 4)?,
+            flags: read_u16(b, 6)?,
+            seq: read_u32(b, 8)?,
+            pid: read_u32(b, 12)?,
+        })
+    }
+}
+
+/// One netlink message inside a receive buffer (a view).
+#[derive(Debug, Clone, Copy)]
+pub struct Msg<'a> {
+    pub header: MsgHeader,
+    pub payload: &'a [u8],
+}
+
+/// Iterates the messages of one datagram; yields one error and stops at
+/// the first malformed one (nothing behind a bad length can be trusted).
+pub struct MsgIter<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> MsgIter<'a> {
+    pub fn new(buf: &'a [u8]) -> Self {
+        MsgIter { buf, pos: 0 }
+    }
+}
+
+impl<'a> Iterator for MsgIter<'a> {
+    type Item = Result<Msg<'a>, FrameError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        let rest = self.buf.get(self.pos..)?;
+        if rest.is_empty() {
+            return None;
+        }
+        let Some(header) = MsgHeader::parse(rest) else {
+            self.pos = self.buf.len();
+            return Some(Err(FrameError(format!(
+                "{} trailing bytes, shorter than a netlink header",
+                rest.len()
+            ))));
+        };
+        let len = header.len as usize;
+        if len < NLMSG_HDRLEN || len > rest.len() {
+            self.pos = self.buf.len();
+            return Some(Err(FrameError(format!(
+                "netlink message length {len} outside 16..={}",
+                rest.len()
+            ))));
+        }
+        let payload = rest.get(NLMSG_HDRLEN..len).unwrap_or_default();
+        self.pos = self.pos.saturating_add(align4(len));
+        Some(Ok(Msg { header, payload }))
+    }
+}
+
+/// An `NLMSG_ERROR` payload (include/uapi/linux/netlink.h `struct
+/// nlmsgerr`): `int error; struct nlmsghdr msg;`, the rest of the request
+/// unless `NLM_F_CAPPED`, then with `NLM_F_ACK_TLVS` `NLMSGERR_ATTR_*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorMsg {
+    /// 0 for an ACK, a negative errno for a NACK.
+    pub error: i32,
+    /// `NLMSGERR_ATTR_MSG`, if the kernel explained itself.
+    pub ext_msg: Option<String>,
+}
+
+impl ErrorMsg {
+    pub fn parse(header: &MsgHeader, p: &[u8]) -> Result<ErrorMsg, FrameError> {
+        let error = read_u32(p, 0).map(|v| v as i32).ok_or_else(|| {
+            FrameError(format!("NLMSG_ERROR payload of {} bytes, need 4", p.len()))
+        })?;
+        let request = p.get(4..).and_then(MsgHeader::parse);
+        let mut ext_msg = None;
+        if header.flags & NLM_F_ACK_TLVS != 0 {
+            let tlv_at = if header.flags & NLM_F_CAPPED != 0 {
+                Some(4 + NLMSG_HDRLEN)
+            } else {
+                request.map(|r| 4usize.saturating_add(align4(r.len as usize)))
+            };
+            if let Some(tlvs) = tlv_at.and_then(|at| p.get(at..)) {
+                for a in AttrIter::new(tlvs).flatten() {
+                    if a.kind == NLMSGERR_ATTR_MSG {
+                        ext_msg = Some(c_string(a.value));
+                    }
+                }
+            }
+        }
+        Ok(ErrorMsg { error, ext_msg })
+    }
+}
+
+/// A string attribute value: up to the first NUL, lossily decoded.
+pub fn c_string(v: &[u8]) -> String {
+    let end = v.iter().position(|&c| c == 0).unwrap_or(v.len());
+    String::from_utf8_lossy(v.get(..end).unwrap_or_default()).into_owned()
+}
+
+/// One attribute (a view). `kind` has the `NLA_F_NESTED` /
+/// `NLA_F_NET_BYTEORDER` bits masked off; `raw_kind` has them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attr<'a> {
+    pub kind: u16,
+    pub raw_kind: u16,
+    pub value: &'a [u8],
+}
+
+/// Iterates the attributes of a payload; yields one error then stops on a
+/// malformed attribute (length shorter than its header or past the end).
+pub struct AttrIter<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> AttrIter<'a> {
+    pub fn new(buf: &'a [u8]) -> Self {
+        AttrIter { buf, pos: 0 }
+    }
+}
+
+impl<'a> Iterator for AttrIter<'a> {
+    type Item = Result<Attr<'a>, FrameError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        let rest = self.buf.get(self.pos..)?;
+        if rest.is_empty() {
+            return None;
+        }
+        let (Some(len), Some(raw_kind)) = (read_u16(rest, 0), read_u16(rest, 2)) else {
+            self.pos = self.buf.len();
+            return Some(Err(FrameError(format!(
+                "{} trailing bytes, shorter than an attribute header",
+                rest.len()
+            ))));
+        };
+        let len = len as usize;
+        let Some(value) = rest.get(NLA_HDRLEN..len).filter(|_| len >= NLA_HDRLEN) else {
+            self.pos = self.buf.len();
+            return Some(Err(FrameError(format!(
+                "attribute type {} claims length {len}, but only {} bytes remain (minimum 4)",
+                raw_kind & NLA_TYPE_MASK,
+                rest.len()
+            ))));
+        };
+        self.pos = self.pos.saturating_add(align4(len));
+        Some(Ok(Attr {
+            kind: raw_kind & NLA_TYPE_MASK,
+            raw_kind,
+            value,
+        }))
+    }
+}
+
+/// A message or attribute too large for its length field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TooLong;
+
+/// Appends netlink messages and attributes to a byte buffer. Lengths are
+/// patched in when a message or nest is closed.
+#[derive(Debug, Default)]
+pub struct Writer {
+    pub buf: Vec<u8>,
+}
+
+impl Writer {
+    pub fn new() -> Self {
+        Writer { buf: Vec::new() }
+    }
+
+    /// Starts an nfnetlink message; returns its start offset for
+    /// [`Writer::end_msg`].
+    pub fn begin_nfnl(&mut self, kind: u16, flags: u16, seq: u32, family: u8) -> usize {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(&0u32.to_ne_bytes());
+        self.buf.extend_from_slice(&kind.to_ne_bytes());
+        self.buf.extend_from_slice(&flags.to_ne_bytes());
+        self.buf.extend_from_slice(&seq.to_ne_bytes());
+        // nlmsg_pid 0: the kernel fills in our port id.
+        self.buf.extend_from_slice(&0u32.to_ne_bytes());
+        // NFNETLINK_V0, res_id 0.
+        self.buf.extend_from_slice(&[family, 0, 0, 0]);
+        start
+    }
+
+    pub fn end_msg(&mut self, start: usize) -> Result<(), TooLong> {
+        let len = u32::try_from(self.buf.len() - start).map_err(|_| TooLong)?;
+        if let Some(s) = self.buf.get_mut(start..start + 4) {
+            s.copy_from_slice(&len.to_ne_bytes());
+        }
+        Ok(())
+    }
+
+    /// Drops everything from `start` on (a message that failed to encode).
+    pub fn truncate(&mut self, start: usize) {
+        self.buf.truncate(start);
+    }
+
+    pub fn put(&mut self, kind: u16, value: &[u8]) -> Result<(), TooLong> {
+        let len = u16::try_from(NLA_HDRLEN + value.len()).map_err(|_| TooLong)?;
+        self.buf.extend_from_slice(&len.to_ne_bytes());
+        self.buf.extend_from_slice(&kind.to_ne_bytes());
+        self.buf.extend_from_slice(value);
+        self.pad();
+        Ok(())
+    }
+
+    pub fn put_u8(&mut self, kind: u16, v: u8) -> Result<(), TooLong> {
+        self.put(kind, &[v])
+    }
+    pub fn put_be16(&mut self, kind: u16, v: u16) -> Result<(), TooLong> {
+        self.put(kind, &v.to_be_bytes())
+    }
+    pub fn put_be32(&mut self, kind: u16, v: u32) -> Result<(), TooLong> {
+        self.put(kind, &v.to_be_bytes())
+    }
+    pub fn put_be64(&mut self, kind: u16, v: u64) -> Result<(), TooLong> {
+        self.put(kind, &v.to_be_bytes())
+    }
+    /// A NUL-terminated string (`nla_put_string`: strlen + 1 bytes).
+    pub fn put_str(&mut self, kind: u16, s: &str) -> Result<(), TooLong> {
+        let mut v = Vec::with_capacity(s.len() + 1);
+        v.extend_from_slice(s.as_bytes());
+        v.push(0);
+        self.put(kind, &v)
+    }
+
+    /// Opens a nest; the kernel's `nla_nest_start()` marks nests with
+    /// `NLA_F_NESTED`, and so do we.
+    pub fn begin_nest(&mut self, kind: u16) -> usize {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(&0u16.to_ne_bytes());
+        self.buf
+            .extend_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
+        start
+    }
+
+    pub fn end_nest(&mut self, start: usize) -> Result<(), TooLong> {
+        let len = u16::try_from(self.buf.len() - start).map_err(|_| TooLong)?;
+        if let Some(s) = self.buf.get_mut(start..start + 2) {
+            s.copy_from_slice(&len.to_ne_bytes());
+        }
+        Ok(())
+    }
+
+    fn pad(&mut self) {
+        let n = align4(self.buf.len()) - self.buf.len();
+        self.buf.extend(std::iter::repeat_n(0u8, n));
+    }
+}
