@@ -7,8 +7,14 @@
 //! - `tests/lab_ipvs.rs`: the IPVS integration tests (need root + IPVS; they
 //!   are `#[ignore]`d on the host and fail, not skip, without IPVS).
 //! - `src/bin/lab-bench.rs`: the 5,000 x 4 benchmark driver.
+//! - `src/netns.rs`: host network-namespace harness (`Netns`, `LbTopology`)
+//!   for the VRRP / nftables / ctsync tests; `src/bin/echo-server.rs` and
+//!   `src/bin/lb-client.rs` are the real servers and the client there;
+//!   `tests/netns_harness.rs` tests the harness itself.
 //! - this file: helpers to run the real `director`/`directorctl`/`ipvsadm`
 //!   binaries as a user would.
+
+pub mod netns;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -75,28 +81,52 @@ pub struct Daemon {
     pub config: PathBuf,
     pub socket: PathBuf,
     pub log: PathBuf,
+    /// `[global] router_id` written into the config.
+    pub router_id: String,
+    /// Network namespace the daemon runs in (`ip netns exec`); `None`: the
+    /// test's own namespace.
+    pub netns: Option<String>,
 }
 
 impl Daemon {
     /// Writes `config_body` (without `[global]`) plus a `[global]` table
     /// pointing the control socket into a temp dir, and starts the daemon.
     pub fn start(global_extra: &str, config_body: &str) -> Daemon {
+        Daemon::start_with(None, "lab", global_extra, config_body)
+    }
+
+    /// Like [`Daemon::start`], but the daemon runs inside network namespace
+    /// `ns` (the control socket is a path, so `ctl` works from anywhere)
+    /// with `router_id`.
+    pub fn start_in(
+        ns: &netns::Netns,
+        router_id: &str,
+        global_extra: &str,
+        config_body: &str,
+    ) -> Daemon {
+        Daemon::start_with(Some(ns.name()), router_id, global_extra, config_body)
+    }
+
+    fn start_with(
+        netns: Option<&str>,
+        router_id: &str,
+        global_extra: &str,
+        config_body: &str,
+    ) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("director.sock");
         let config = dir.path().join("director.toml");
         let log = dir.path().join("director.log");
-        let text = format!(
-            "[global]\nrouter_id = \"lab\"\ncontrol_socket = \"{}\"\n{global_extra}\n{config_body}",
-            socket.display()
-        );
-        std::fs::write(&config, text).expect("write config");
         let mut d = Daemon {
             child: None,
             dir,
             config,
             socket,
             log,
+            router_id: router_id.to_owned(),
+            netns: netns.map(str::to_owned),
         };
+        d.rewrite_config(global_extra, config_body);
         d.spawn();
         d
     }
@@ -109,7 +139,15 @@ impl Daemon {
             .append(true)
             .open(&self.log)
             .expect("log");
-        let child = Command::new(bin("director"))
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(bin("director"));
+                c
+            }
+            None => Command::new(bin("director")),
+        };
+        let child = cmd
             .args(["run", "--config"])
             .arg(&self.config)
             .env("RUST_LOG", "info")
@@ -118,15 +156,26 @@ impl Daemon {
             .spawn()
             .expect("spawn director");
         self.child = Some(child);
+        // Up (Ok) or exited (Err): no point waiting for a dead daemon.
         let up = wait_for(Duration::from_secs(60), || {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                return Some(Err(status));
+            }
             let out = self.ctl(&["status", "--json"]);
-            out.status.success().then_some(())
+            out.status.success().then_some(Ok(()))
         });
-        assert!(
-            up.is_some(),
-            "director did not come up; log:\n{}",
-            self.log_text()
-        );
+        match up {
+            Some(Ok(())) => {}
+            Some(Err(status)) => panic!(
+                "director exited ({status}) before coming up; log:\n{}",
+                self.log_text()
+            ),
+            None => panic!("director did not come up; log:\n{}", self.log_text()),
+        }
     }
 
     pub fn log_text(&self) -> String {
@@ -158,7 +207,8 @@ impl Daemon {
 
     pub fn rewrite_config(&self, global_extra: &str, config_body: &str) {
         let text = format!(
-            "[global]\nrouter_id = \"lab\"\ncontrol_socket = \"{}\"\n{global_extra}\n{config_body}",
+            "[global]\nrouter_id = \"{}\"\ncontrol_socket = \"{}\"\n{global_extra}\n{config_body}",
+            self.router_id,
             self.socket.display()
         );
         let mut f = std::fs::File::create(&self.config).expect("config");
