@@ -614,9 +614,28 @@ async fn handle(req: Request, shared: &Shared) -> Response {
                 }))
             }
         },
-        Request::Conns if shared.kind == DataplaneKind::Nftables => Response::Error {
-            message: "on the nftables dataplane connections live in conntrack: `conntrack -L` lists them (ActiveConn/InActConn in `directorctl status` are counted from it)".into(),
-        },
+        // No IPVS connection table: the same listing built from conntrack.
+        Request::Conns if shared.kind == DataplaneKind::Nftables => {
+            let table = match dump(shared).await {
+                Ok(t) => t,
+                Err(message) => return Response::Error { message },
+            };
+            let entries = tokio::task::spawn_blocking(|| {
+                crate::conntrack::ConntrackSocket::open().and_then(|mut s| s.dump(None))
+            })
+            .await;
+            match entries {
+                Ok(Ok(entries)) => Response::Conns {
+                    proc_ip_vs_conn: crate::conntrack::summary::ip_vs_conn_text(&entries, &table),
+                },
+                Ok(Err(e)) => Response::Error {
+                    message: format!("cannot read the conntrack table: {e}"),
+                },
+                Err(e) => Response::Error {
+                    message: format!("conntrack task failed: {e}"),
+                },
+            }
+        }
         Request::Conns => match tokio::fs::read_to_string("/proc/net/ip_vs_conn").await {
             Ok(text) => Response::Conns {
                 proc_ip_vs_conn: text,

@@ -76,3 +76,102 @@ pub fn flow_counts(entries: &[Conntrack]) -> Vec<FlowCount> {
         )
         .collect()
 }
+
+/// The conntrack entries of the director's services as the text of
+/// `/proc/net/ip_vs_conn`, so `directorctl conns` (the `ipvsadm -Lnc`
+/// printer in `crate::format`) works unchanged on the nftables dataplane.
+///
+/// An entry belongs to a service when it was destination-NATed (its reply
+/// source is not its original destination) and its
+/// original destination is the service's address and port, or (fwmark
+/// services, whose mark conntrack does not keep) its reply source is one
+/// of the service's real servers. Columns follow ip_vs_conn_seq_show: IPv4
+/// as 8 hex digits, IPv6 in full, ports as 4 hex digits, the state in
+/// IPVS's words (ip_vs_proto_tcp.c `tcp_state_name_table`, seen from the
+/// director: a client's SYN is `SYN_RECV`; UDP is `UDP`), the expiry in
+/// seconds. SCTP state is not decoded: `ESTABLISHED` once the entry is
+/// assured, else `INIT`.
+pub fn ip_vs_conn_text(entries: &[Conntrack], table: &crate::model::KernelTable) -> String {
+    use crate::model::ServiceKey;
+    use std::fmt::Write as _;
+    let mut out = String::from(
+        "Pro FromIP   FPrt ToIP     TPrt DestIP   DPrt State       Expires PEName PEData\n",
+    );
+    let belongs = |ct: &Conntrack, vip: SocketAddr, rs: SocketAddr| {
+        table.services.iter().any(|s| match s.service.key {
+            ServiceKey::Inet { addr, protocol } => {
+                protocol.number() == u16::from(ct.orig.protocol)
+                    && addr.ip() == vip.ip()
+                    && (addr.port() == vip.port() || addr.port() == 0)
+            }
+            ServiceKey::Fwmark { .. } => s.dests.iter().any(|d| {
+                d.dest.key.addr == rs.ip() && (d.dest.key.port == rs.port() || d.dest.key.port == 0)
+            }),
+        })
+    };
+    for ct in entries {
+        let (Some(sport), Some(dport), Some(rport)) =
+            (ct.orig.src_port, ct.orig.dst_port, ct.reply.src_port)
+        else {
+            continue;
+        };
+        let client = SocketAddr::new(ct.orig.src, sport);
+        let vip = SocketAddr::new(ct.orig.dst, dport);
+        let rs = SocketAddr::new(ct.reply.src, rport);
+        // Destination-NATed: the answer comes from somewhere else than the
+        // client addressed (judged from the tuples, which an entry written
+        // by a sync peer carries even without the DST_NAT status bit).
+        if rs == vip || !belongs(ct, vip, rs) {
+            continue;
+        }
+        let (proto, state) = match ct.orig.protocol {
+            6 => (
+                "TCP",
+                match ct.tcp.as_ref().map(|t| t.state.0) {
+                    Some(1 | 2 | 9) => "SYN_RECV",
+                    Some(3) => "ESTABLISHED",
+                    Some(4) => "FIN_WAIT",
+                    Some(5) => "CLOSE_WAIT",
+                    Some(6) => "LAST_ACK",
+                    Some(7) => "TIME_WAIT",
+                    Some(8) => "CLOSE",
+                    _ => "NONE",
+                },
+            ),
+            17 => ("UDP", "UDP"),
+            132 => (
+                "SCTP",
+                if ct.status.unwrap_or(0) & super::codec::status::ASSURED != 0 {
+                    "ESTABLISHED"
+                } else {
+                    "INIT"
+                },
+            ),
+            _ => continue,
+        };
+        let addr = |a: std::net::IpAddr| match a {
+            std::net::IpAddr::V4(v4) => format!("{:08X}", u32::from(v4)),
+            std::net::IpAddr::V6(v6) => {
+                let s = v6.segments();
+                format!(
+                    "{:04x}:{:04x}:{:04x}:{:04x}:{:04x}:{:04x}:{:04x}:{:04x}",
+                    s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]
+                )
+            }
+        };
+        let _ = writeln!(
+            out,
+            "{:<3} {} {:04X} {} {:04X} {} {:04X} {:<11} {:>7}",
+            proto,
+            addr(client.ip()),
+            client.port(),
+            addr(vip.ip()),
+            vip.port(),
+            addr(rs.ip()),
+            rs.port(),
+            state,
+            ct.timeout.unwrap_or(0)
+        );
+    }
+    out
+}

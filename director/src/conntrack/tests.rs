@@ -575,3 +575,74 @@ proptest! {
         let _ = codec::decode(&b[16..]);
     }
 }
+
+#[test]
+fn ip_vs_conn_text_lists_only_the_services_dnat_entries_in_ipvsadm_form() {
+    use crate::model::{IpvsInfo, KernelDest, KernelService, KernelTable, Stats};
+    let c = capture("conntrack -L -p tcp");
+    let all = entries(&c);
+    let config = crate::config::parse(
+        "[global]\nrouter_id = \"t\"\n[[virtual_server]]\nname = \"w\"\naddress = \"192.0.2.100:80\"\n\
+         scheduler = \"rr\"\n[[virtual_server.real_server]]\naddress = \"10.0.1.11:8080\"\n",
+        "t.toml",
+    )
+    .unwrap();
+    let desired = crate::desired::desired_table(&config);
+    let table = KernelTable {
+        info: IpvsInfo {
+            version: 0,
+            conn_tab_size: 0,
+        },
+        services: desired
+            .services
+            .values()
+            .map(|d| KernelService {
+                service: d.service.clone(),
+                stats: Stats::default(),
+                dests: d
+                    .dests
+                    .iter()
+                    .map(|(k, s)| KernelDest {
+                        dest: crate::model::Destination {
+                            key: *k,
+                            settings: *s,
+                        },
+                        active_conns: 0,
+                        inactive_conns: 0,
+                        persist_conns: 0,
+                        stats: Stats::default(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    };
+    let text = super::summary::ip_vs_conn_text(&all, &table);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines.len(),
+        2,
+        "header + the one DNAT entry of 192.0.2.100:80:\n{text}"
+    );
+    assert!(
+        lines[1].starts_with("TCP C000020A C350 C0000264 0050 0A00010B 1F90 TIME_WAIT   "),
+        "{text}"
+    );
+    let listed = crate::format::connections(&text, &Default::default()).unwrap();
+    let row = listed.lines().last().unwrap();
+    assert!(
+        row.starts_with("TCP 01:5")
+            && row.ends_with("TIME_WAIT   192.0.2.10:50000   192.0.2.100:80     10.0.1.11:8080"),
+        "{listed}"
+    );
+    // No service, no rows.
+    let empty = KernelTable {
+        services: Vec::new(),
+        ..table
+    };
+    assert_eq!(
+        super::summary::ip_vs_conn_text(&all, &empty)
+            .lines()
+            .count(),
+        1
+    );
+}
