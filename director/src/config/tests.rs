@@ -1129,3 +1129,15 @@ fn the_daemon_can_check_a_config_for_the_dataplane_auto_chose() {
         "{e}"
     );
 }
+
+#[test]
+fn nftables_refuses_port_zero_services() {
+    let text = format!(
+        "{G_NFT}[[virtual_server]]\nname = \"all\"\naddress = \"192.0.2.1:0\"\nscheduler = \"rr\"\npersistence_timeout = \"60s\"\n"
+    );
+    assert_eq!(
+        errors(&text),
+        "t.toml:6:11: port 0 (all ports) services are not available on the nftables dataplane (a service \
+         there is one address, protocol and port); use dataplane = \"ipvs\" on a kernel with IPVS"
+    );
+}

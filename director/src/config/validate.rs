@@ -809,6 +809,11 @@ fn nftables_limits(cx: &mut Ctx<'_>, raws: &[S<RawVirtualServer>]) {
                 }
             }
         }
+        if let Some(a) = &r.address {
+            if parse_sockaddr(a.get_ref()).is_ok_and(|s| s.port() == 0) {
+                cx.err(a.span(), format!("port 0 (all ports) services are not available {WHY} (a service there is one address, protocol and port); {HINT}"));
+            }
+        }
         if let Some(e) = &r.persistence_engine {
             cx.err(e.span(), format!("persistence_engine is not available {WHY} (persistence there is by client address only); {HINT}"));
         }
