@@ -16,6 +16,7 @@
 //! - [`metrics`]: Prometheus registry and `/metrics` endpoint.
 //! - [`genl_watch`]: generic-netlink family events (ip_vs module reloads).
 //! - [`dataplane`]: the `Dataplane` trait (IPVS or nftables) and `auto` choice.
+//! - [`nft`]: the nftables dataplane (`inet director` table via the nft CLI).
 //! - [`daemon`]: `director run`: reconcile loop, triggers, control socket.
 //!
 //! Only `ipvs` (and, later, the other executors) write to the kernel.
@@ -32,4 +33,5 @@ pub mod kernel;
 pub mod maglev;
 pub mod metrics;
 pub mod model;
+pub mod nft;
 pub mod reconcile;
