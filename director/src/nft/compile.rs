@@ -95,7 +95,12 @@ pub fn compile(desired: &DesiredTable, snat: &[Snat], scope: Scope) -> Compiled 
         }
         let v = if s.match_vip.is_ipv4() { "4" } else { "6" };
         let vip = s.match_vip.to_string();
-        b.elem(&format!("snat{v}"), vip.clone(), &s.to_source.to_string(), Owner::Global);
+        b.elem(
+            &format!("snat{v}"),
+            vip.clone(),
+            &s.to_source.to_string(),
+            Owner::Global,
+        );
         b.elem(&format!("snatvip{v}"), vip.clone(), "", Owner::Global);
         b.elem(vip_set(s.match_vip), vip, "", Owner::Global);
     }
@@ -352,6 +357,7 @@ impl Builder<'_> {
                 elements: BTreeMap::new(),
                 dynamic: false,
                 allowed_values: Vec::new(),
+                follows: None,
             },
         );
     }
@@ -402,10 +408,9 @@ impl Builder<'_> {
                 }
             })
             .collect();
-        self.rs.chains.insert(
-            name.to_string(),
-            ChainObj { owner, base, rules },
-        );
+        self.rs
+            .chains
+            .insert(name.to_string(), ChainObj { owner, base, rules });
     }
 
     fn service_globals(&mut self) {
@@ -433,7 +438,12 @@ impl Builder<'_> {
         let jump = vec!["jump dispatch comment \"dispatch\"".to_string()];
         // NF_IP_PRI_NAT_DST = -100 for both prerouting (remote clients) and
         // output (clients on the director itself).
-        self.chain("prerouting", g.clone(), Some(base("nat", "prerouting", -100)), jump.clone());
+        self.chain(
+            "prerouting",
+            g.clone(),
+            Some(base("nat", "prerouting", -100)),
+            jump.clone(),
+        );
         self.chain("output", g.clone(), Some(base("nat", "output", -100)), jump);
         // After DNAT (-100 + 10): the packet's daddr is the real server
         // (ct status dnat), which is what the affinity entry must remember.
@@ -448,7 +458,12 @@ impl Builder<'_> {
                 "meta nfproto {n} ct direction original ct status dnat meta mark vmap @affm{v} comment \"affm{v}\""
             ));
         }
-        self.chain("postnat", g.clone(), Some(base("filter", "prerouting", -90)), post.clone());
+        self.chain(
+            "postnat",
+            g.clone(),
+            Some(base("filter", "prerouting", -90)),
+            post.clone(),
+        );
         self.chain("postnat_out", g, Some(base("filter", "output", -90)), post);
     }
 
@@ -474,7 +489,12 @@ impl Builder<'_> {
         fwd.push("ct state established,related counter accept comment \"established\"".into());
         fwd.push("meta nfproto ipv4 ct state new ct original ip daddr @vip4 counter accept comment \"new4\"".into());
         fwd.push("meta nfproto ipv6 ct state new ct original ip6 daddr @vip6 counter accept comment \"new6\"".into());
-        self.chain("forward", g.clone(), Some(base("filter", "forward", 0)), fwd);
+        self.chain(
+            "forward",
+            g.clone(),
+            Some(base("filter", "forward", 0)),
+            fwd,
+        );
         // Source NAT for connections to a [[snat]] VIP that left towards a
         // real server: the conntrack original daddr is the VIP (DNAT by
         // nftables, or IPVS with net.ipv4.vs.conntrack=1), the packet's
@@ -483,7 +503,12 @@ impl Builder<'_> {
             "meta nfproto ipv4 ct direction original ip daddr != @snatvip4 snat ip to ct original ip daddr map @snat4 comment \"snat4\"".to_string(),
             "meta nfproto ipv6 ct direction original ip6 daddr != @snatvip6 snat ip6 to ct original ip6 daddr map @snat6 comment \"snat6\"".to_string(),
         ];
-        self.chain("postrouting", g, Some(base("nat", "postrouting", 100)), snat);
+        self.chain(
+            "postrouting",
+            g,
+            Some(base("nat", "postrouting", 100)),
+            snat,
+        );
     }
 
     fn service(&mut self, svc: &DesiredService) -> Result<(), String> {
@@ -497,9 +522,11 @@ impl Builder<'_> {
         // Refuse what nftables cannot express, before emitting anything.
         if let ServiceKey::Inet { addr, .. } = key {
             if addr.port() == 0 {
-                return Err("port-0 services are not supported on the nftables dataplane \
+                return Err(
+                    "port-0 services are not supported on the nftables dataplane \
                             (use a fwmark service to match several ports)"
-                    .into());
+                        .into(),
+                );
             }
         }
         if s.flags & svc_flags::ONEPACKET != 0 {
@@ -536,9 +563,11 @@ impl Builder<'_> {
             }
             let this = dk.port != 0;
             if *ported.get_or_insert(this) != this {
-                return Err("real servers mix port 0 (keep the client's port) and explicit ports; \
+                return Err(
+                    "real servers mix port 0 (keep the client's port) and explicit ports; \
                             one selection map cannot hold both"
-                    .into());
+                        .into(),
+                );
             }
         }
         let ported = ported.unwrap_or(true);
@@ -562,10 +591,21 @@ impl Builder<'_> {
         } else {
             addr_t.to_string()
         };
-        let dest_typeof = if ported {
-            format!("{p} daddr . th dport")
-        } else {
-            format!("{p} daddr")
+        // The port half must name the service's protocol: with `th dport`
+        // nft 1.0.6 re-evaluates the stored typeof against the rule's
+        // `meta l4proto` and refuses the next transaction ("conflicting
+        // protocols specified: udp vs. th"). A fwmark service spans
+        // protocols, so it can only keep the client's port.
+        let dest_typeof = match (ported, key) {
+            (false, _) => format!("{p} daddr"),
+            (true, ServiceKey::Inet { protocol, .. }) => {
+                format!("{p} daddr . {} dport", proto_name(protocol))
+            }
+            (true, ServiceKey::Fwmark { .. }) => {
+                return Err("fwmark services need port-0 real servers on the nftables \
+                            dataplane (the client's destination port is kept)"
+                    .into())
+            }
         };
         let saddr = if s.persistent() {
             let full = s.netmask == crate::model::default_netmask(family);
@@ -580,8 +620,17 @@ impl Builder<'_> {
 
         let mut rules = Vec::new();
         if s.persistent() {
+            // Address and port of the affinity live in two maps: nft 1.0.6
+            // aborts (netlink_linearize.c: `dreg < ctx->reg_low`) on an
+            // `update` whose data is `ip6 daddr . th dport`, and `dnat to
+            // A : P` takes the two halves from two lookups.
+            let port = if ported {
+                format!(" : {saddr} map @affp_{id}")
+            } else {
+                String::new()
+            };
             rules.push(format!(
-                "{ctx} dnat {target} {saddr} map @aff_{id} comment \"aff\""
+                "{ctx} dnat {p} to {saddr} map @aff_{id}{port} comment \"aff\""
             ));
         }
         // Selection map: `typeof numgen` gives the 32-bit integer key both
@@ -603,7 +652,12 @@ impl Builder<'_> {
                 sel.expr, sel.expr
             ));
             for (i, d) in sel.slots.iter().enumerate() {
-                self.elem(&format!("sel_{id}"), i.to_string(), &dest_value(d, ported), owner.clone());
+                self.elem(
+                    &format!("sel_{id}"),
+                    i.to_string(),
+                    &dest_value(d, ported),
+                    owner.clone(),
+                );
             }
         }
         // No slot picked (everything drained, or a slot element missing):
@@ -636,7 +690,12 @@ impl Builder<'_> {
                 let k = format!("{} . {} . {}", addr.ip(), proto_name(protocol), addr.port());
                 self.elem(&format!("svc{v}"), k.clone(), &jump, owner.clone());
                 if s.persistent() {
-                    self.elem(&format!("affd{v}"), k, &format!("jump affu_{id}"), owner.clone());
+                    self.elem(
+                        &format!("affd{v}"),
+                        k,
+                        &format!("jump affu_{id}"),
+                        owner.clone(),
+                    );
                 }
                 if ported {
                     for dk in svc.dests.keys() {
@@ -650,8 +709,15 @@ impl Builder<'_> {
                         );
                         for dir in ["in", "out", "new"] {
                             let cname = counter_name(&id, dk, dir);
-                            self.rs.counters.insert(cname.clone(), (owner.clone(), Default::default()));
-                            self.elem(&format!("c{dir}{v}"), ck.clone(), &format!("\"{cname}\""), owner.clone());
+                            self.rs
+                                .counters
+                                .insert(cname.clone(), (owner.clone(), Default::default()));
+                            self.elem(
+                                &format!("c{dir}{v}"),
+                                ck.clone(),
+                                &format!("\"{cname}\""),
+                                owner.clone(),
+                            );
                         }
                     }
                 }
@@ -659,54 +725,69 @@ impl Builder<'_> {
             ServiceKey::Fwmark { mark, .. } => {
                 self.elem(&format!("fwm{v}"), mark.to_string(), &jump, owner.clone());
                 if s.persistent() {
-                    self.elem(&format!("affm{v}"), mark.to_string(), &format!("jump affu_{id}"), owner.clone());
+                    self.elem(
+                        &format!("affm{v}"),
+                        mark.to_string(),
+                        &format!("jump affu_{id}"),
+                        owner.clone(),
+                    );
                 }
             }
         }
 
         if s.persistent() {
             let aff = format!("aff_{id}");
-            self.set(
-                &aff,
-                SetKind::Map,
-                owner.clone(),
-                Shape {
-                    key: addr_t.to_string(),
-                    data: Some(dest_t.clone()),
-                    timeout: Some(u64::from(s.timeout)),
-                },
-                format!(
-                    "type {addr_t} : {dest_t}; flags dynamic,timeout; timeout {}s; size {AFFINITY_SIZE};",
-                    s.timeout
-                ),
-            );
-            if let Some(a) = self.rs.sets.get_mut(&aff) {
-                a.dynamic = true;
-                a.allowed_values = sel
-                    .as_ref()
-                    .map(|sel| {
-                        let mut v: Vec<String> =
-                            sel.slots.iter().map(|d| dest_value(d, ported)).collect();
-                        v.sort();
-                        v.dedup();
-                        v
-                    })
-                    .unwrap_or_default();
-            }
-            let data = if ported {
-                format!("{p} daddr . th dport")
-            } else {
-                format!("{p} daddr")
+            let affp = format!("affp_{id}");
+            let dynamic = |name: &str, data: &str| {
+                (
+                    Shape {
+                        key: addr_t.to_string(),
+                        data: Some(data.to_string()),
+                        timeout: Some(u64::from(s.timeout)),
+                    },
+                    format!(
+                        "type {addr_t} : {data}; flags dynamic,timeout; timeout {}s; size {AFFINITY_SIZE};",
+                        s.timeout
+                    ),
+                    name.to_string(),
+                )
             };
+            let mut maps = vec![dynamic(&aff, addr_t)];
+            if ported {
+                maps.push(dynamic(&affp, "inet_service"));
+            }
+            let active: Vec<String> = sel
+                .as_ref()
+                .map(|sel| {
+                    let mut v: Vec<String> = sel.slots.iter().map(|d| d.addr.to_string()).collect();
+                    v.sort();
+                    v.dedup();
+                    v
+                })
+                .unwrap_or_default();
+            for (shape, decl, name) in maps {
+                self.set(&name, SetKind::Map, owner.clone(), shape, decl);
+                if let Some(a) = self.rs.sets.get_mut(&name) {
+                    a.dynamic = true;
+                    if name == aff {
+                        a.allowed_values = active.clone();
+                    } else {
+                        a.follows = Some(aff.clone());
+                    }
+                }
+            }
             // Refreshed by every original-direction packet: an entry expires
             // `timeout` after the client's last packet, like an IPVS
             // persistence template outliving its last connection.
-            self.chain(
-                &format!("affu_{id}"),
-                owner,
-                None,
-                vec![format!("update @{aff} {{ {saddr} : {data} }} comment \"affu\"")],
-            );
+            let mut upd = vec![format!(
+                "update @{aff} {{ {saddr} : {p} daddr }} comment \"affu\""
+            )];
+            if ported {
+                upd.push(format!(
+                    "update @{affp} {{ {saddr} : th dport }} comment \"affup\""
+                ));
+            }
+            self.chain(&format!("affu_{id}"), owner, None, upd);
         }
         Ok(())
     }

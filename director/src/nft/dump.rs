@@ -22,7 +22,9 @@ pub fn parse(json: &str) -> Result<Ruleset, String> {
     let mut rs = Ruleset::default();
     let mut rules: Vec<(String, Rule)> = Vec::new();
     for item in items {
-        let Some(obj) = item.as_object() else { continue };
+        let Some(obj) = item.as_object() else {
+            continue;
+        };
         for (kind, body) in obj {
             match kind.as_str() {
                 "set" | "map" => {
@@ -156,6 +158,7 @@ fn parse_set(is_map: bool, body: &Value) -> Option<(String, SetObj)> {
         elements,
         dynamic: false,
         allowed_values: Vec::new(),
+        follows: None,
     };
     Some((name, s))
 }

@@ -163,7 +163,10 @@ impl NftDataplane {
     fn apply(&mut self, cmds: &[Cmd]) -> BTreeMap<Owner, String> {
         let mut failed: BTreeMap<Owner, String> = BTreeMap::new();
         for _ in 0..MAX_BLAME_ROUNDS {
-            let batch: Vec<&Cmd> = cmds.iter().filter(|c| !failed.contains_key(&c.owner)).collect();
+            let batch: Vec<&Cmd> = cmds
+                .iter()
+                .filter(|c| !failed.contains_key(&c.owner))
+                .collect();
             if batch.is_empty() {
                 return failed;
             }
@@ -279,7 +282,9 @@ impl Dataplane for NftDataplane {
             }
         };
         let compiled = compile::compile(input.desired, input.snat, self.scope);
-        report.nat_errors.extend(compiled.snat_errors.iter().cloned());
+        report
+            .nat_errors
+            .extend(compiled.snat_errors.iter().cloned());
 
         let services = self.scope == Scope::Services;
         let logical: Vec<IpvsOp> = if services {
@@ -314,7 +319,9 @@ impl Dataplane for NftDataplane {
                 Some(k) if services => {
                     failed_keys.entry(k).or_insert_with(|| err.clone());
                 }
-                _ => report.nat_errors.push(format!("table inet director: {err}")),
+                _ => report
+                    .nat_errors
+                    .push(format!("table inet director: {err}")),
             }
         }
         for op in logical {

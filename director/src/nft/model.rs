@@ -67,6 +67,9 @@ pub struct SetObj {
     /// `allowed_values` (affinity to a drained or removed real server).
     pub dynamic: bool,
     pub allowed_values: Vec<String>,
+    /// A dynamic map whose keys live and die with another's (the port half
+    /// of an affinity): its elements go when the other's do.
+    pub follows: Option<String>,
 }
 
 /// Base-chain attributes (`type nat hook prerouting priority -100`).
@@ -235,7 +238,7 @@ pub fn owner_of_name(name: &str) -> Owner {
 }
 
 /// Per-service object name prefixes.
-pub const SERVICE_PREFIXES: [&str; 5] = ["svc_", "sel_", "reg_", "aff_", "affu_"];
+pub const SERVICE_PREFIXES: [&str; 6] = ["svc_", "sel_", "reg_", "aff_", "affp_", "affu_"];
 
 /// Owner of an element from its value (`jump svc_X`, `"c_X_..."`).
 pub fn owner_of_value(value: &str) -> Owner {
@@ -270,7 +273,10 @@ mod tests {
         for k in keys {
             let id = service_id(&k);
             assert_eq!(parse_service_id(&id), Some(k), "{id}");
-            assert_eq!(owner_of_name(&format!("sel_{id}")), Owner::Service(id.clone()));
+            assert_eq!(
+                owner_of_name(&format!("sel_{id}")),
+                Owner::Service(id.clone())
+            );
         }
         assert_eq!(service_id(&keys[0]), "tcp_c0000264_80");
         assert_eq!(owner_of_name("dispatch"), Owner::Global);

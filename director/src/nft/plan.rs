@@ -80,7 +80,11 @@ pub fn plan(want: Option<&Ruleset>, have: Option<&Ruleset>) -> Vec<Cmd> {
     let g = Owner::Global;
     let Some(want) = want else {
         return match have {
-            Some(_) => vec![cmd(&g, format!("delete table {T}"), format!("deleted table {T}"))],
+            Some(_) => vec![cmd(
+                &g,
+                format!("delete table {T}"),
+                format!("deleted table {T}"),
+            )],
             None => Vec::new(),
         };
     };
@@ -89,14 +93,20 @@ pub fn plan(want: Option<&Ruleset>, have: Option<&Ruleset>) -> Vec<Cmd> {
     let mut have = match have {
         Some(h) => h.clone(),
         None => {
-            out.push(cmd(&g, format!("add table {T}"), format!("created table {T}")));
+            out.push(cmd(
+                &g,
+                format!("add table {T}"),
+                format!("created table {T}"),
+            ));
             empty
         }
     };
 
     // 0. Replace sets whose shape changed, chains whose hook changed.
     for (name, w) in &want.sets {
-        let Some(h) = have.sets.get(name) else { continue };
+        let Some(h) = have.sets.get(name) else {
+            continue;
+        };
         if h.shape == w.shape && h.kind == w.kind {
             continue;
         }
@@ -108,26 +118,43 @@ pub fn plan(want: Option<&Ruleset>, have: Option<&Ruleset>) -> Vec<Cmd> {
             .collect();
         for c in chains {
             if let Some(ch) = have.chains.get_mut(&c) {
-                out.push(cmd(&ch.owner, format!("flush chain {T} {c}"), format!("flushed chain {c} to replace {name}")));
+                out.push(cmd(
+                    &ch.owner,
+                    format!("flush chain {T} {c}"),
+                    format!("flushed chain {c} to replace {name}"),
+                ));
                 ch.rules.clear();
             }
         }
         out.push(cmd(
             &w.owner,
             format!("delete {} {T} {name}", kind_word(h.kind)),
-            format!("replaced {} {name} (declaration differed)", kind_word(w.kind)),
+            format!(
+                "replaced {} {name} (declaration differed)",
+                kind_word(w.kind)
+            ),
         ));
         have.sets.remove(name);
     }
     for (name, w) in &want.chains {
-        let Some(h) = have.chains.get(name) else { continue };
+        let Some(h) = have.chains.get(name) else {
+            continue;
+        };
         if h.base == w.base {
             continue;
         }
         if !h.rules.is_empty() {
-            out.push(cmd(&w.owner, format!("flush chain {T} {name}"), String::new()));
+            out.push(cmd(
+                &w.owner,
+                format!("flush chain {T} {name}"),
+                String::new(),
+            ));
         }
-        out.push(cmd(&w.owner, format!("delete chain {T} {name}"), format!("replaced chain {name} (hook differed)")));
+        out.push(cmd(
+            &w.owner,
+            format!("delete chain {T} {name}"),
+            format!("replaced chain {name} (hook differed)"),
+        ));
         have.chains.remove(name);
     }
 
@@ -143,31 +170,56 @@ pub fn plan(want: Option<&Ruleset>, have: Option<&Ruleset>) -> Vec<Cmd> {
     }
     for (name, (owner, _)) in &want.counters {
         if !have.counters.contains_key(name) {
-            out.push(cmd(owner, format!("add counter {T} {name}"), format!("created counter {name}")));
+            out.push(cmd(
+                owner,
+                format!("add counter {T} {name}"),
+                format!("created counter {name}"),
+            ));
         }
     }
     // 2. Missing chains.
     for (name, w) in &want.chains {
         if !have.chains.contains_key(name) {
-            out.push(cmd(&w.owner, add_chain_text(name, w), format!("created chain {name}")));
+            out.push(cmd(
+                &w.owner,
+                add_chain_text(name, w),
+                format!("created chain {name}"),
+            ));
         }
     }
 
     // 3./4. Elements.
     let mut dels = Vec::new();
     let mut adds = Vec::new();
-    for (name, w) in &want.sets {
+    // Keys of dynamic maps that go (for the maps that follow them).
+    let mut gone: BTreeMap<&String, Vec<&String>> = BTreeMap::new();
+    let mut order: Vec<(&String, &SetObj)> = want
+        .sets
+        .iter()
+        .filter(|(_, w)| w.follows.is_none())
+        .collect();
+    order.extend(want.sets.iter().filter(|(_, w)| w.follows.is_some()));
+    for (name, w) in order {
         let hs = have.sets.get(name);
         let mut del: BTreeMap<Owner, Vec<&String>> = BTreeMap::new();
         let mut add: BTreeMap<Owner, Vec<(&String, &String)>> = BTreeMap::new();
         if let Some(h) = hs {
             for (k, he) in &h.elements {
-                let stale = if w.dynamic {
+                let stale = if let Some(leader) = &w.follows {
+                    gone.get(leader).is_some_and(|g| g.contains(&k))
+                        || have
+                            .sets
+                            .get(leader)
+                            .is_none_or(|l| !l.elements.contains_key(k))
+                } else if w.dynamic {
                     !w.allowed_values.contains(&he.value)
                 } else {
                     w.elements.get(k).is_none_or(|we| we.value != he.value)
                 };
                 if stale {
+                    if w.dynamic {
+                        gone.entry(name).or_default().push(k);
+                    }
                     let owner = w.elements.get(k).map_or(&he.owner, |we| &we.owner);
                     del.entry(owner.clone()).or_default().push(k);
                 }
@@ -179,7 +231,9 @@ pub fn plan(want: Option<&Ruleset>, have: Option<&Ruleset>) -> Vec<Cmd> {
                     .and_then(|h| h.elements.get(k))
                     .is_some_and(|he| he.value == we.value);
                 if !present {
-                    add.entry(we.owner.clone()).or_default().push((k, &we.value));
+                    add.entry(we.owner.clone())
+                        .or_default()
+                        .push((k, &we.value));
                 }
             }
         }
@@ -188,21 +242,38 @@ pub fn plan(want: Option<&Ruleset>, have: Option<&Ruleset>) -> Vec<Cmd> {
                 &owner,
                 format!(
                     "delete element {T} {name} {{ {} }}",
-                    keys.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
+                    keys.iter()
+                        .map(|k| k.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
-                format!("deleted {} element(s) of {name}: {}", keys.len(), summarize(&keys)),
+                format!(
+                    "deleted {} element(s) of {name}: {}",
+                    keys.len(),
+                    summarize(&keys)
+                ),
             ));
         }
         for (owner, kvs) in add {
             let body: Vec<String> = kvs
                 .iter()
-                .map(|(k, v)| if v.is_empty() { k.to_string() } else { format!("{k} : {v}") })
+                .map(|(k, v)| {
+                    if v.is_empty() {
+                        k.to_string()
+                    } else {
+                        format!("{k} : {v}")
+                    }
+                })
                 .collect();
             let keys: Vec<&String> = kvs.iter().map(|(k, _)| *k).collect();
             adds.push(cmd(
                 &owner,
                 format!("add element {T} {name} {{ {} }}", body.join(", ")),
-                format!("added {} element(s) to {name}: {}", keys.len(), summarize(&keys)),
+                format!(
+                    "added {} element(s) to {name}: {}",
+                    keys.len(),
+                    summarize(&keys)
+                ),
             ));
         }
     }
@@ -211,7 +282,11 @@ pub fn plan(want: Option<&Ruleset>, have: Option<&Ruleset>) -> Vec<Cmd> {
 
     // 5. Rules, compared by their comments (their identity).
     for (name, w) in &want.chains {
-        let have_rules = have.chains.get(name).map(|c| c.rules.as_slice()).unwrap_or(&[]);
+        let have_rules = have
+            .chains
+            .get(name)
+            .map(|c| c.rules.as_slice())
+            .unwrap_or(&[]);
         let same = have_rules.len() == w.rules.len()
             && have_rules
                 .iter()
@@ -221,7 +296,11 @@ pub fn plan(want: Option<&Ruleset>, have: Option<&Ruleset>) -> Vec<Cmd> {
             continue;
         }
         if !have_rules.is_empty() {
-            out.push(cmd(&w.owner, format!("flush chain {T} {name}"), String::new()));
+            out.push(cmd(
+                &w.owner,
+                format!("flush chain {T} {name}"),
+                String::new(),
+            ));
         }
         for r in &w.rules {
             out.push(cmd(
@@ -238,7 +317,11 @@ pub fn plan(want: Option<&Ruleset>, have: Option<&Ruleset>) -> Vec<Cmd> {
     // 6. Stale objects.
     for (name, h) in &have.chains {
         if !want.chains.contains_key(name) && !h.rules.is_empty() {
-            out.push(cmd(&h.owner, format!("flush chain {T} {name}"), String::new()));
+            out.push(cmd(
+                &h.owner,
+                format!("flush chain {T} {name}"),
+                String::new(),
+            ));
         }
     }
     for (name, h) in &have.sets {
@@ -248,12 +331,20 @@ pub fn plan(want: Option<&Ruleset>, have: Option<&Ruleset>) -> Vec<Cmd> {
     }
     for (name, h) in &have.chains {
         if !want.chains.contains_key(name) {
-            out.push(cmd(&h.owner, format!("delete chain {T} {name}"), format!("deleted chain {name}")));
+            out.push(cmd(
+                &h.owner,
+                format!("delete chain {T} {name}"),
+                format!("deleted chain {name}"),
+            ));
         }
     }
     for (name, (owner, _)) in &have.counters {
         if !want.counters.contains_key(name) {
-            out.push(cmd(owner, format!("delete counter {T} {name}"), format!("deleted counter {name}")));
+            out.push(cmd(
+                owner,
+                format!("delete counter {T} {name}"),
+                format!("deleted counter {name}"),
+            ));
         }
     }
     out

@@ -20,8 +20,8 @@ use super::compile::{counter_name, parse_spec_comment};
 use super::exec::Flow;
 use super::model::{parse_service_id, service_id, Ruleset};
 use crate::model::{
-    DestKey, DestSettings, Destination, Forward, IpvsInfo, KernelDest, KernelService,
-    KernelTable, Service, ServiceKey, Stats,
+    DestKey, DestSettings, Destination, Forward, IpvsInfo, KernelDest, KernelService, KernelTable,
+    Service, ServiceKey, Stats,
 };
 use std::net::{IpAddr, SocketAddr};
 
@@ -41,8 +41,12 @@ pub fn table(rs: Option<&Ruleset>, flows: &[Flow]) -> KernelTable {
         };
     };
     for (name, chain) in &rs.chains {
-        let Some(id) = name.strip_prefix("svc_") else { continue };
-        let Some(key) = parse_service_id(id) else { continue };
+        let Some(id) = name.strip_prefix("svc_") else {
+            continue;
+        };
+        let Some(key) = parse_service_id(id) else {
+            continue;
+        };
         let Some(settings) = chain
             .rules
             .last()
@@ -55,7 +59,9 @@ pub fn table(rs: Option<&Ruleset>, flows: &[Flow]) -> KernelTable {
         if let Some(reg) = rs.sets.get(&format!("reg_{id}")) {
             for (k, e) in &reg.elements {
                 let Some(dk) = parse_dest(k) else { continue };
-                let Ok(weight) = e.value.parse::<i32>() else { continue };
+                let Ok(weight) = e.value.parse::<i32>() else {
+                    continue;
+                };
                 dests.push(KernelDest {
                     dest: Destination {
                         key: dk,
@@ -69,11 +75,18 @@ pub fn table(rs: Option<&Ruleset>, flows: &[Flow]) -> KernelTable {
             }
         }
         if let Some(aff) = rs.sets.get(&format!("aff_{id}")) {
-            for e in aff.elements.values() {
-                let dk = parse_dest(&e.value).or_else(|| {
-                    e.value.parse::<IpAddr>().ok().map(|addr| DestKey { addr, port: 0 })
-                });
-                if let Some(d) = dests.iter_mut().find(|d| Some(d.dest.key) == dk) {
+            let ports = rs.sets.get(&format!("affp_{id}"));
+            for (client, e) in &aff.elements {
+                let Ok(addr) = e.value.parse::<IpAddr>() else {
+                    continue;
+                };
+                let port = ports
+                    .and_then(|p| p.elements.get(client))
+                    .and_then(|p| p.value.parse::<u16>().ok());
+                if let Some(d) = dests
+                    .iter_mut()
+                    .find(|d| d.dest.key.addr == addr && port.is_none_or(|p| p == d.dest.key.port))
+                {
                     d.persist_conns += 1;
                 }
             }
@@ -146,7 +159,9 @@ fn count_flows(services: &mut [KernelService], flows: &[Flow]) {
             services.iter().position(|s| {
                 matches!(s.service.key, ServiceKey::Fwmark { .. })
                     && s.service.key.family() == crate::model::Family::of(&f.reply_src.ip())
-                    && s.dests.iter().any(|d| matches_dest(&d.dest.key, f.reply_src))
+                    && s.dests
+                        .iter()
+                        .any(|d| matches_dest(&d.dest.key, f.reply_src))
             })
         });
         let Some(idx) = idx else { continue };
