@@ -138,10 +138,11 @@ fn parse_set(is_map: bool, body: &Value) -> Option<(String, SetObj)> {
                 }
                 _ => (render(e), String::new()),
             };
-            let owner = if v.is_empty() {
-                Owner::Global
-            } else {
-                owner_of_value(&v)
+            // A service's own set owns its elements; in a shared map the
+            // value says whose element it is (`jump svc_<id>`, counter name).
+            let owner = match owner_of_name(&name) {
+                Owner::Global if !v.is_empty() => owner_of_value(&v),
+                o => o,
             };
             elements.insert(k, Elem { value: v, owner });
         }
