@@ -4,8 +4,7 @@
 //! See the module docs of [`super`] for the ruleset shape and why.
 
 use super::model::{
-    hex_addr, proto_name, service_id, BaseChain, ChainObj, Elem, Owner, Rule, Ruleset, SetKind,
-    SetObj, Shape,
+    proto_name, service_id, BaseChain, ChainObj, Elem, Owner, Rule, Ruleset, SetKind, SetObj, Shape,
 };
 use crate::config::Snat;
 use crate::desired::{DesiredService, DesiredTable};
@@ -358,6 +357,7 @@ impl Builder<'_> {
                 dynamic: false,
                 allowed_values: Vec::new(),
                 follows: None,
+                counters: BTreeMap::new(),
             },
         );
     }
@@ -422,8 +422,22 @@ impl Builder<'_> {
             self.typed(&format!("affd{v}"), &tuple, Some("verdict"), g.clone());
             self.typed(&format!("affm{v}"), "mark", Some("verdict"), g.clone());
             let ckey = format!("{a} . inet_proto . inet_service . {a} . inet_service");
+            // Per-destination counters are element counters of these sets
+            // (`counter` flag): tens of thousands of named counter objects
+            // made `nft -j list table` take seconds (each object is dumped
+            // on its own); set elements are dumped in bulk.
             for dir in ["in", "out", "new"] {
-                self.typed(&format!("c{dir}{v}"), &ckey, Some("counter"), g.clone());
+                self.set(
+                    &format!("c{dir}{v}"),
+                    SetKind::Set,
+                    g.clone(),
+                    Shape {
+                        key: ckey.clone(),
+                        data: None,
+                        timeout: None,
+                    },
+                    format!("type {ckey}; counter;"),
+                );
             }
         }
         // IPVS looks fwmark services up first (ip_vs_core.c ip_vs_service_find:
@@ -481,9 +495,9 @@ impl Builder<'_> {
             // the packet (daddr on the way in, saddr on the way back).
             for (p, n, v) in [("ip", "ipv4", "4"), ("ip6", "ipv6", "6")] {
                 let svc = format!("ct original {p} daddr . meta l4proto . ct original proto-dst");
-                fwd.push(format!("meta nfproto {n} meta l4proto {{ tcp, udp, sctp }} ct direction original counter name {svc} . {p} daddr . th dport map @cin{v} comment \"cin{v}\""));
-                fwd.push(format!("meta nfproto {n} meta l4proto {{ tcp, udp, sctp }} ct direction reply counter name {svc} . {p} saddr . th sport map @cout{v} comment \"cout{v}\""));
-                fwd.push(format!("meta nfproto {n} meta l4proto {{ tcp, udp, sctp }} ct state new counter name {svc} . {p} daddr . th dport map @cnew{v} comment \"cnew{v}\""));
+                fwd.push(format!("meta nfproto {n} meta l4proto {{ tcp, udp, sctp }} ct direction original {svc} . {p} daddr . th dport @cin{v} comment \"cin{v}\""));
+                fwd.push(format!("meta nfproto {n} meta l4proto {{ tcp, udp, sctp }} ct direction reply {svc} . {p} saddr . th sport @cout{v} comment \"cout{v}\""));
+                fwd.push(format!("meta nfproto {n} meta l4proto {{ tcp, udp, sctp }} ct state new {svc} . {p} daddr . th dport @cnew{v} comment \"cnew{v}\""));
             }
         }
         fwd.push("ct state established,related counter accept comment \"established\"".into());
@@ -708,16 +722,7 @@ impl Builder<'_> {
                             dk.port
                         );
                         for dir in ["in", "out", "new"] {
-                            let cname = counter_name(&id, dk, dir);
-                            self.rs
-                                .counters
-                                .insert(cname.clone(), (owner.clone(), Default::default()));
-                            self.elem(
-                                &format!("c{dir}{v}"),
-                                ck.clone(),
-                                &format!("\"{cname}\""),
-                                owner.clone(),
-                            );
+                            self.elem(&format!("c{dir}{v}"), ck.clone(), "", owner.clone());
                         }
                     }
                 }
@@ -793,9 +798,19 @@ impl Builder<'_> {
     }
 }
 
-/// The named counter of one destination and direction (`in`, `out`, `new`).
-pub fn counter_name(id: &str, d: &DestKey, dir: &str) -> String {
-    format!("c_{id}_{}_{}_{dir}", hex_addr(&d.addr), d.port)
+/// The key of a destination's counters in `cin4`/`cout4`/`cnew4` (and 6).
+pub fn counter_key(key: &ServiceKey, d: &DestKey) -> Option<String> {
+    match key {
+        ServiceKey::Inet { protocol, addr } => Some(format!(
+            "{} . {} . {} . {} . {}",
+            addr.ip(),
+            proto_name(*protocol),
+            addr.port(),
+            d.addr,
+            d.port
+        )),
+        ServiceKey::Fwmark { .. } => None,
+    }
 }
 
 fn base(kind: &str, hook: &str, prio: i32) -> BaseChain {

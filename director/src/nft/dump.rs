@@ -130,6 +130,7 @@ fn parse_set(is_map: bool, body: &Value) -> Option<(String, SetObj)> {
     };
     let quote = data.as_deref() == Some("counter");
     let mut elements = std::collections::BTreeMap::new();
+    let mut counters = std::collections::BTreeMap::new();
     if let Some(elems) = body.get("elem").and_then(Value::as_array) {
         for e in elems {
             let (k, v) = match (is_map, e) {
@@ -138,11 +139,27 @@ fn parse_set(is_map: bool, body: &Value) -> Option<(String, SetObj)> {
                 }
                 _ => (render(e), String::new()),
             };
+            if let Some(c) = e.get("elem").and_then(|x| x.get("counter")) {
+                counters.insert(
+                    k.clone(),
+                    CounterVal {
+                        packets: c.get("packets").and_then(Value::as_u64).unwrap_or(0),
+                        bytes: c.get("bytes").and_then(Value::as_u64).unwrap_or(0),
+                    },
+                );
+            }
+            // Counter sets: the key starts with the service (VIP . proto . port).
+            let by_key = if name.starts_with('c') {
+                counter_owner(&k)
+            } else {
+                None
+            };
             // A service's own set owns its elements; in a shared map the
             // value says whose element it is (`jump svc_<id>`, counter name).
-            let owner = match owner_of_name(&name) {
-                Owner::Global if !v.is_empty() => owner_of_value(&v),
-                o => o,
+            let owner = match (owner_of_name(&name), by_key) {
+                (Owner::Global, Some(o)) => o,
+                (Owner::Global, None) if !v.is_empty() => owner_of_value(&v),
+                (o, _) => o,
             };
             elements.insert(k, Elem { value: v, owner });
         }
@@ -160,6 +177,7 @@ fn parse_set(is_map: bool, body: &Value) -> Option<(String, SetObj)> {
         dynamic: false,
         allowed_values: Vec::new(),
         follows: None,
+        counters,
     };
     Some((name, s))
 }
@@ -215,4 +233,23 @@ pub fn render(v: &Value) -> String {
         Value::Null => String::new(),
         Value::Bool(b) => b.to_string(),
     }
+}
+
+/// The service of a counter-set key `VIP . proto . port . dest . dport`.
+fn counter_owner(k: &str) -> Option<Owner> {
+    let parts: Vec<&str> = k.split(" . ").collect();
+    let ip: IpAddr = parts.first()?.parse().ok()?;
+    let port: u16 = parts.get(2)?.parse().ok()?;
+    let protocol = match *parts.get(1)? {
+        "tcp" => crate::model::Protocol::Tcp,
+        "udp" => crate::model::Protocol::Udp,
+        "sctp" => crate::model::Protocol::Sctp,
+        _ => return None,
+    };
+    Some(Owner::Service(super::model::service_id(
+        &crate::model::ServiceKey::Inet {
+            protocol,
+            addr: std::net::SocketAddr::new(ip, port),
+        },
+    )))
 }

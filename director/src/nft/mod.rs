@@ -46,8 +46,8 @@
 //!   map affd4/6, affm4/6  service -> jump affu_<id>
 //!   chain postnat       filter prerouting -90 (after DNAT): affinity vmaps
 //!   chain postnat_out   filter output -90: the same for local clients
-//!   counter c_<id>_<dest>_{in,out,new}; maps cin4/cout4/cnew4 (and 6):
-//!                       VIP . l4proto . port . dest . dport : counter
+//!   sets cin4/cout4/cnew4 (and 6), `counter` flag: one element per
+//!                       destination, VIP . l4proto . port . dest . dport
 //!   chain forward       filter forward 0: counters, accept established and
 //!                       new flows to a VIP (set vip4/vip6); policy accept
 //!   chain postrouting   nat postrouting 100: [[snat]] by ct original daddr
@@ -93,7 +93,7 @@
 //! ## Status
 //!
 //! See [`status`]: services from the chains' spec comments, destinations
-//! from the registries, stats from the named counters, connection counts
+//! from the registries, stats from the counter sets' element counters, connection counts
 //! from a [`FlowSource`]. What cannot be counted, and is therefore always 0:
 //! rates (no estimator); counters of fwmark services and of port-0
 //! destinations (their counter key needs the VIP port and the real port,

@@ -70,6 +70,8 @@ pub struct SetObj {
     /// A dynamic map whose keys live and die with another's (the port half
     /// of an affinity): its elements go when the other's do.
     pub follows: Option<String>,
+    /// Element counters (sets declared with `counter`), dump side only.
+    pub counters: BTreeMap<String, CounterVal>,
 }
 
 /// Base-chain attributes (`type nat hook prerouting priority -100`).

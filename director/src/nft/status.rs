@@ -6,8 +6,8 @@
 //! - Destinations: the registry map `reg_<id>` (address . port -> weight),
 //!   drained ones included; forwarding is always `Masq` (NAT is the only
 //!   method this dataplane has).
-//! - Stats: the named counters `c_<id>_<dest>_{in,out,new}` (packets and
-//!   bytes in the original direction, in the reply direction, and the number
+//! - Stats: the element counters of the sets `cin4`/`cout4`/`cnew4` (and
+//!   `6`), keyed VIP . proto . port . dest . dport (packets and bytes in the original direction, in the reply direction, and the number
 //!   of connections); a service's stats are the sum of its destinations'.
 //!   Rates are 0: nothing in nftables estimates them (IPVS's estimator is a
 //!   kernel timer, ip_vs_est.c); a reader wanting rates differentiates
@@ -16,7 +16,7 @@
 //!   (TCP ESTABLISHED = active, every other entry inactive, as IPVS counts).
 //!   PersistConn: the entries of the affinity map pointing at the server.
 
-use super::compile::{counter_name, parse_spec_comment};
+use super::compile::{counter_key, parse_spec_comment};
 use super::exec::Flow;
 use super::model::{parse_service_id, service_id, Ruleset};
 use crate::model::{
@@ -70,7 +70,7 @@ pub fn table(rs: Option<&Ruleset>, flows: &[Flow]) -> KernelTable {
                     active_conns: 0,
                     inactive_conns: 0,
                     persist_conns: 0,
-                    stats: dest_stats(rs, id, &dk),
+                    stats: dest_stats(rs, &key, &dk),
                 });
             }
         }
@@ -117,11 +117,20 @@ fn parse_dest(s: &str) -> Option<DestKey> {
     })
 }
 
-fn dest_stats(rs: &Ruleset, id: &str, d: &DestKey) -> Stats {
+fn dest_stats(rs: &Ruleset, key: &ServiceKey, d: &DestKey) -> Stats {
+    let Some(ck) = counter_key(key, d) else {
+        return Stats::default();
+    };
+    let v = if key.family() == crate::model::Family::V4 {
+        "4"
+    } else {
+        "6"
+    };
     let get = |dir: &str| {
-        rs.counters
-            .get(&counter_name(id, d, dir))
-            .map(|(_, v)| *v)
+        rs.sets
+            .get(&format!("c{dir}{v}"))
+            .and_then(|s| s.counters.get(&ck))
+            .copied()
             .unwrap_or_default()
     };
     let (i, o, n) = (get("in"), get("out"), get("new"));
