@@ -18,9 +18,10 @@
 //! - [`genl_watch`]: generic-netlink family events (ip_vs module reloads).
 //! - [`dataplane`]: the `Dataplane` trait (IPVS or nftables) and `auto` choice.
 //! - [`sysctl`]: the kernel settings each dataplane depends on, set and reported.
+//! - [`nft`]: the nftables dataplane (`inet director` table via the nft CLI).
 //! - [`daemon`]: `director run`: reconcile loop, triggers, control socket.
 //!
-//! Only `ipvs` (and, later, the other executors) write to the kernel.
+//! Only `ipvs`, `nft`, `sysctl` and `conntrack` write to the kernel.
 
 pub mod config;
 pub mod conntrack;
@@ -35,5 +36,6 @@ pub mod kernel;
 pub mod maglev;
 pub mod metrics;
 pub mod model;
+pub mod nft;
 pub mod reconcile;
 pub mod sysctl;

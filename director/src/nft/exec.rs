@@ -1,0 +1,202 @@
+//! The two side effects of the nftables dataplane, each behind a trait:
+//! running `nft` ([`NftExec`]) and reading conntrack ([`FlowSource`]).
+//!
+//! [`NftCli`] is the real executor: one `nft -f -` process per transaction
+//! (nft sends the whole script as one netlink batch, so the kernel applies
+//! all of it or none of it: `nf_tables_api.c`, `nfnetlink_rcv_batch` aborts
+//! the batch on the first error) and `nft -j list table inet director` for
+//! the dump.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+
+/// The table every nft command of the director addresses.
+pub const FAMILY: &str = "inet";
+/// See [`FAMILY`].
+pub const TABLE: &str = "director";
+
+/// Why `nft` could not do what it was asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NftError {
+    /// `nft` could not be started (not installed, not executable).
+    #[error("cannot run nft: {0}")]
+    Spawn(String),
+    /// nft refused the script or the kernel refused the batch. `stderr` is
+    /// nft's own message, `/dev/stdin:LINE:COL: Error: ...` lines included.
+    #[error("nft failed ({status}): {stderr}")]
+    Failed { status: String, stderr: String },
+    /// `nft -j` printed something that is not the JSON we can read.
+    #[error("cannot parse nft output: {0}")]
+    Parse(String),
+}
+
+impl NftError {
+    /// The 1-based script lines nft blamed (`/dev/stdin:LINE:COL-COL: Error:`).
+    pub fn lines(&self) -> Vec<usize> {
+        let NftError::Failed { stderr, .. } = self else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for line in stderr.lines() {
+            let Some(rest) = line.strip_prefix("/dev/stdin:") else {
+                continue;
+            };
+            let Some(num) = rest.split(':').next() else {
+                continue;
+            };
+            if let Ok(n) = num.parse::<usize>() {
+                if !out.contains(&n) {
+                    out.push(n);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Runs nft scripts and lists the director's table.
+pub trait NftExec: Send {
+    /// Applies `script` as one transaction (all or nothing).
+    fn apply(&mut self, script: &str) -> Result<(), NftError>;
+    /// `nft -j list table inet director`; `None` when the table does not exist.
+    fn list(&mut self) -> Result<Option<String>, NftError>;
+}
+
+/// The real executor: the `nft` binary, optionally inside a named network
+/// namespace (`ip netns exec NAME nft ...`, for tests and benchmarks).
+#[derive(Debug, Clone, Default)]
+pub struct NftCli {
+    netns: Option<String>,
+    binary: Option<String>,
+}
+
+impl NftCli {
+    /// `nft` from `$PATH`, in the daemon's own network namespace.
+    pub fn new() -> Self {
+        NftCli::default()
+    }
+
+    /// `nft` run through `ip netns exec NAME`.
+    pub fn in_netns(name: &str) -> Self {
+        NftCli {
+            netns: Some(name.to_string()),
+            binary: None,
+        }
+    }
+
+    /// A specific `nft` binary (absolute path).
+    pub fn with_binary(mut self, path: &str) -> Self {
+        self.binary = Some(path.to_string());
+        self
+    }
+
+    fn command(&self) -> Command {
+        let nft = self.binary.clone().unwrap_or_else(|| "nft".to_string());
+        match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, &nft]);
+                c
+            }
+            None => Command::new(nft),
+        }
+    }
+}
+
+impl NftExec for NftCli {
+    fn apply(&mut self, script: &str) -> Result<(), NftError> {
+        let mut child = self
+            .command()
+            .args(["-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| NftError::Spawn(e.to_string()))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            // A write error means nft exited early; its status and stderr
+            // below say why.
+            let _ = stdin.write_all(script.as_bytes());
+        }
+        let out = child
+            .wait_with_output()
+            .map_err(|e| NftError::Spawn(e.to_string()))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(NftError::Failed {
+                status: out.status.to_string(),
+                stderr: String::from_utf8_lossy(&out.stderr).trim_end().to_string(),
+            })
+        }
+    }
+
+    fn list(&mut self) -> Result<Option<String>, NftError> {
+        let out = self
+            .command()
+            .args(["-j", "list", "table", FAMILY, TABLE])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| NftError::Spawn(e.to_string()))?;
+        if out.status.success() {
+            return Ok(Some(String::from_utf8_lossy(&out.stdout).into_owned()));
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr).trim_end().to_string();
+        // nft reports a missing table as ENOENT ("No such file or directory").
+        if stderr.contains("No such file or directory") {
+            return Ok(None);
+        }
+        Err(NftError::Failed {
+            status: out.status.to_string(),
+            stderr,
+        })
+    }
+}
+
+/// One connection-tracking entry, reduced to what `ActiveConn`/`InActConn`
+/// need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flow {
+    /// IANA protocol number.
+    pub protocol: u8,
+    /// Original direction destination: the VIP and service port.
+    pub orig_dst: SocketAddr,
+    /// Reply direction source: the real server the flow was DNATed to.
+    pub reply_src: SocketAddr,
+    /// TCP in state ESTABLISHED (IPVS counts these as active).
+    pub tcp_established: bool,
+}
+
+/// Where the dataplane reads connection-tracking entries from.
+pub trait FlowSource: Send {
+    fn flows(&mut self) -> Result<Vec<Flow>, String>;
+}
+
+/// A fixed list of flows (tests, benchmarks, hosts without conntrack).
+#[derive(Debug, Clone, Default)]
+pub struct FixedFlows(pub Vec<Flow>);
+
+impl FlowSource for FixedFlows {
+    fn flows(&mut self) -> Result<Vec<Flow>, String> {
+        Ok(self.0.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_lines_are_read_from_nft_stderr() {
+        let e = NftError::Failed {
+            status: "exit status: 1".into(),
+            stderr: "/dev/stdin:4:24-30: Error: Could not process rule: File exists\n\
+                     add element inet x m { 1.1.1.1 : 2.2.2.3 }\n\
+                     ^^^^^^^\n/dev/stdin:9:1-2: Error: x\n/dev/stdin:4:1-1: Error: y"
+                .into(),
+        };
+        assert_eq!(e.lines(), vec![4, 9]);
+        assert!(NftError::Spawn("x".into()).lines().is_empty());
+    }
+}
