@@ -22,12 +22,21 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// Directory with the `director` and `directorctl` binaries under test:
-/// `$DIRECTOR_BIN_DIR`, else `target/release` next to this crate.
+/// `$DIRECTOR_BIN_DIR`, else the profile directory of the running test
+/// (`target/debug` for `cargo test --workspace`, which builds director's
+/// binaries for its own integration tests; `target/release` in the lab),
+/// else `target/release` next to this crate.
 pub fn bin_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("DIRECTOR_BIN_DIR") {
         return PathBuf::from(d);
     }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release")
+    let profile_dir = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.to_path_buf()));
+    match profile_dir {
+        Some(d) if d.join("director").is_file() => d,
+        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release"),
+    }
 }
 
 pub fn bin(name: &str) -> PathBuf {

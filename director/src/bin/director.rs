@@ -95,14 +95,33 @@ fn run(config: PathBuf) -> anyhow::Result<()> {
         };
         let backends = director::daemon::Backends {
             open_ipvs: director::ipvs::IpvsSocket::open,
-            open_nft: Box::new(|_role| {
-                Err("this build has no nftables executor wired in".to_string())
-            }),
+            open_nft: Box::new(open_nft),
             sysctls: Box::new(director::sysctl::ProcSys::default()),
         };
         director::daemon::run(config, backends, shutdown, notify_ready).await
     })?;
     Ok(())
+}
+
+/// The nftables side through the `nft` CLI, with ActiveConn/InActConn
+/// counted from conntrack. Fails (with nft's own words) when `nft` is
+/// missing or the kernel has no nf_tables.
+fn open_nft(
+    role: director::daemon::NftRole,
+) -> Result<Box<dyn director::dataplane::Dataplane>, String> {
+    use director::nft::{NftCli, NftDataplane, NftExec, Scope};
+    let scope = match role {
+        director::daemon::NftRole::Services => Scope::Services,
+        director::daemon::NftRole::NatOnly => Scope::NatOnly,
+    };
+    let mut cli = NftCli::new();
+    cli.list()
+        .map_err(|e| format!("cannot read the nftables ruleset: {e}"))?;
+    Ok(Box::new(NftDataplane::new(
+        Box::new(cli),
+        Box::new(director::conntrack::summary::ConntrackFlows),
+        scope,
+    )))
 }
 
 /// sd_notify(READY=1) without libsystemd: one datagram to $NOTIFY_SOCKET.

@@ -175,3 +175,26 @@ pub fn ip_vs_conn_text(entries: &[Conntrack], table: &crate::model::KernelTable)
     }
     out
 }
+
+/// The conntrack table as the nftables dataplane's [`crate::nft::FlowSource`]
+/// (ActiveConn/InActConn in `directorctl status`). Opens a socket per call:
+/// status is rare and a socket held open would pin the netns of a test.
+#[derive(Debug, Default)]
+pub struct ConntrackFlows;
+
+impl crate::nft::FlowSource for ConntrackFlows {
+    fn flows(&mut self) -> Result<Vec<crate::nft::Flow>, String> {
+        let entries = super::ConntrackSocket::open()
+            .and_then(|mut s| s.dump(None))
+            .map_err(|e| format!("conntrack dump: {e}"))?;
+        Ok(flow_summary(&entries)
+            .into_iter()
+            .map(|f| crate::nft::Flow {
+                protocol: f.protocol,
+                orig_dst: f.orig_dst,
+                reply_src: f.reply_src,
+                tcp_established: f.tcp_established,
+            })
+            .collect())
+    }
+}
