@@ -437,3 +437,77 @@ fn http_get(addr: &str, path: &str) -> String {
     s.read_to_string(&mut out).unwrap();
     out
 }
+
+/// `[[snat]]` on the IPVS dataplane: the nftables side carries the SNAT
+/// rule (by conntrack's original destination, which IPVS keeps when
+/// `net.ipv4.vs.conntrack = 1`), the director sets that sysctl and the
+/// others IPVS NAT depends on and reports them; without `[[snat]]` (and on
+/// IPVS) the nftables table is removed again.
+#[test]
+#[ignore = "kernel lab: needs root + IPVS; run by tests/lab/suite"]
+fn snat_on_ipvs_is_installed_with_its_sysctls_and_removed_with_the_config() {
+    fresh();
+    let _ = run("sysctl", &["-w", "net.ipv4.vs.conntrack=0"]);
+    let snat = "[[snat]]\nmatch_vip = \"192.0.2.100\"\nto_source = \"10.0.0.1\"\n";
+    let web =
+        "[[virtual_server]]\nname = \"web\"\naddress = \"192.0.2.100:80\"\nscheduler = \"rr\"\n\
+               [[virtual_server.real_server]]\naddress = \"10.0.1.11:8080\"\n";
+    let d = Daemon::start("reconcile_interval = \"1s\"", &format!("{web}{snat}"));
+    let status = d.status_json();
+    assert_eq!(status["dataplane"], "ipvs", "{status}");
+    let sysctl = |name: &str| {
+        status["sysctls"]
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["name"] == name).cloned())
+            .unwrap_or_else(|| panic!("{name} not reported: {status}"))
+    };
+    for name in [
+        "net.ipv4.ip_forward",
+        "net.ipv4.vs.conntrack",
+        "net.ipv4.vs.expire_nodest_conn",
+        "net.ipv4.vs.expire_quiescent_template",
+    ] {
+        let s = sysctl(name);
+        assert_eq!(
+            (s["want"].as_str(), s["have"].as_str()),
+            (Some("1"), Some("1")),
+            "{s}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/ipv4/vs/conntrack")
+            .unwrap()
+            .trim(),
+        "1"
+    );
+    let rules = ok("nft", &["list", "table", "inet", "director"]);
+    assert!(
+        rules.contains("10.0.0.1"),
+        "no SNAT to 10.0.0.1 in:\n{rules}"
+    );
+    assert!(rules.contains("192.0.2.100"), "{rules}");
+    // A hand flush of the ruleset is repaired like the IPVS table.
+    ok("nft", &["flush", "ruleset"]);
+    let back = wait_for(Duration::from_millis(3000), || {
+        let r = run("nft", &["list", "table", "inet", "director"]);
+        (r.status.success() && String::from_utf8_lossy(&r.stdout).contains("10.0.0.1"))
+            .then_some(())
+    });
+    assert!(
+        back.is_some(),
+        "SNAT table not restored after nft flush ruleset"
+    );
+    // Config without [[snat]]: the table goes away.
+    d.rewrite_config("reconcile_interval = \"1s\"", web);
+    d.ctl_ok(&["reload"]);
+    let gone = wait_for(Duration::from_millis(3000), || {
+        (!run("nft", &["list", "table", "inet", "director"])
+            .status
+            .success())
+        .then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "nftables table left behind without [[snat]]"
+    );
+}
