@@ -441,8 +441,8 @@ fn http_get(addr: &str, path: &str) -> String {
 /// `[[snat]]` on the IPVS dataplane: the nftables side carries the SNAT
 /// rule (by conntrack's original destination, which IPVS keeps when
 /// `net.ipv4.vs.conntrack = 1`), the director sets that sysctl and the
-/// others IPVS NAT depends on and reports them; without `[[snat]]` (and on
-/// IPVS) the nftables table is removed again.
+/// others IPVS NAT depends on and reports them; a flushed ruleset is
+/// restored, and the SNAT rule goes when `[[snat]]` does.
 #[test]
 #[ignore = "kernel lab: needs root + IPVS; run by tests/lab/suite"]
 fn snat_on_ipvs_is_installed_with_its_sysctls_and_follows_the_config() {
