@@ -1141,3 +1141,27 @@ fn nftables_refuses_port_zero_services() {
          there is one address, protocol and port); use dataplane = \"ipvs\" on a kernel with IPVS"
     );
 }
+
+#[test]
+fn example_nftables_toml_parses_for_the_nftables_dataplane() {
+    let c = ok(include_str!("../../../etc/nftables.toml"));
+    assert_eq!(c.global.dataplane, DataplaneChoice::Nftables);
+    assert_eq!(c.virtual_servers.len(), 4);
+    assert_eq!(c.snat.len(), 1);
+    // And the annotated example names what only IPVS can do.
+    let e = parse_for(
+        include_str!("../../../etc/director.toml"),
+        "director.toml",
+        Some(DataplaneChoice::Nftables),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("scheduler \"wlc\" is not available on the nftables dataplane"),
+        "{e}"
+    );
+    assert!(
+        e.contains("one_packet is not available on the nftables dataplane"),
+        "{e}"
+    );
+}
