@@ -36,6 +36,7 @@ pub mod kernel;
 pub mod maglev;
 pub mod metrics;
 pub mod model;
+pub mod netlink;
 pub mod nft;
 pub mod reconcile;
 pub mod sysctl;

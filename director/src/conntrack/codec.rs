@@ -913,13 +913,13 @@ fn put_ip(w: &mut Writer, v4: u16, v6: u16, ip: &IpAddr) -> Result<(), TooLong> 
 /// Writes one tuple nest.
 pub fn encode_tuple(w: &mut Writer, kind: u16, t: &Tuple) -> Result<(), TooLong> {
     use tuple_attr::*;
-    let n = w.begin_nest(kind);
-    let ip = w.begin_nest(IP);
+    let n = w.begin_nest_marked(kind);
+    let ip = w.begin_nest_marked(IP);
     put_ip(w, IP_V4_SRC, IP_V6_SRC, &t.src)?;
     put_ip(w, IP_V4_DST, IP_V6_DST, &t.dst)?;
     put_raw(w, &t.ip_unknown)?;
     w.end_nest(ip)?;
-    let p = w.begin_nest(PROTO);
+    let p = w.begin_nest_marked(PROTO);
     w.put_u8(PROTO_NUM, t.protocol)?;
     if let Some(v) = t.src_port {
         w.put_be16(PROTO_SRC_PORT, v)?;
@@ -950,8 +950,8 @@ pub fn encode_tuple(w: &mut Writer, kind: u16, t: &Tuple) -> Result<(), TooLong>
 
 fn encode_tcp(w: &mut Writer, t: &TcpInfo, all: bool) -> Result<(), TooLong> {
     use protoinfo_attr::*;
-    let n = w.begin_nest(cta::PROTOINFO);
-    let tn = w.begin_nest(TCP);
+    let n = w.begin_nest_marked(cta::PROTOINFO);
+    let tn = w.begin_nest_marked(TCP);
     w.put_u8(TCP_STATE, t.state.0)?;
     if let Some(v) = t.wscale_orig {
         w.put_u8(TCP_WSCALE_ORIGINAL, v)?;
@@ -973,20 +973,20 @@ fn encode_tcp(w: &mut Writer, t: &TcpInfo, all: bool) -> Result<(), TooLong> {
 }
 
 fn encode_counters(w: &mut Writer, kind: u16, c: &Counters) -> Result<(), TooLong> {
-    let n = w.begin_nest(kind);
+    let n = w.begin_nest_marked(kind);
     w.put_be64(sub_attr::COUNTERS_PACKETS, c.packets)?;
     w.put_be64(sub_attr::COUNTERS_BYTES, c.bytes)?;
     w.end_nest(n)
 }
 
 fn encode_name(w: &mut Writer, kind: u16, name: &str) -> Result<(), TooLong> {
-    let n = w.begin_nest(kind);
+    let n = w.begin_nest_marked(kind);
     w.put_str(sub_attr::HELP_NAME, name)?;
     w.end_nest(n)
 }
 
 fn encode_seqadj(w: &mut Writer, kind: u16, s: &SeqAdj) -> Result<(), TooLong> {
-    let n = w.begin_nest(kind);
+    let n = w.begin_nest_marked(kind);
     w.put_be32(sub_attr::SEQADJ_CORRECTION_POS, s.correction_pos)?;
     w.put_be32(sub_attr::SEQADJ_OFFSET_BEFORE, s.offset_before)?;
     w.put_be32(sub_attr::SEQADJ_OFFSET_AFTER, s.offset_after)?;
@@ -995,13 +995,13 @@ fn encode_seqadj(w: &mut Writer, kind: u16, s: &SeqAdj) -> Result<(), TooLong> {
 
 fn encode_nat(w: &mut Writer, kind: u16, r: &NatRange) -> Result<(), TooLong> {
     use sub_attr::*;
-    let n = w.begin_nest(kind);
+    let n = w.begin_nest_marked(kind);
     put_ip(w, NAT_V4_MINIP, NAT_V6_MINIP, &r.min_ip)?;
     if let Some(ip) = &r.max_ip {
         put_ip(w, NAT_V4_MAXIP, NAT_V6_MAXIP, ip)?;
     }
     if r.min_port.is_some() || r.max_port.is_some() {
-        let p = w.begin_nest(NAT_PROTO);
+        let p = w.begin_nest_marked(NAT_PROTO);
         if let Some(v) = r.min_port {
             w.put_be16(PROTONAT_PORT_MIN, v)?;
         }
@@ -1061,7 +1061,7 @@ pub fn encode_attrs(w: &mut Writer, ct: &Conntrack, set: AttrSet) -> Result<(), 
         }
         encode_tcp(w, t, all)?;
     } else if all && !ct.protoinfo_unknown.is_empty() {
-        let n = w.begin_nest(cta::PROTOINFO);
+        let n = w.begin_nest_marked(cta::PROTOINFO);
         put_raw(w, &ct.protoinfo_unknown)?;
         w.end_nest(n)?;
     }
@@ -1092,7 +1092,7 @@ pub fn encode_attrs(w: &mut Writer, ct: &Conntrack, set: AttrSet) -> Result<(), 
     }
     if all {
         if let Some(t) = &ct.timestamp {
-            let n = w.begin_nest(cta::TIMESTAMP);
+            let n = w.begin_nest_marked(cta::TIMESTAMP);
             w.put_be64(sub_attr::TIMESTAMP_START, t.start)?;
             if let Some(s) = t.stop {
                 w.put_be64(sub_attr::TIMESTAMP_STOP, s)?;

@@ -28,7 +28,7 @@
 //! protoinfo and zone, with NLM_F_CREATE|NLM_F_EXCL|NLM_F_ACK.
 
 pub mod codec;
-mod nl;
+use crate::netlink as nl;
 mod socket;
 pub mod summary;
 

@@ -272,6 +272,7 @@ impl ConntrackSocket {
                         if let Some(s) = status.filter(|s| *s < 0) {
                             let e = ErrorMsg {
                                 error: s,
+                                request: None,
                                 ext_msg: None,
                             };
                             first_err.get_or_insert(refused(what, &e));

@@ -41,7 +41,7 @@
 //! small GET_DEST dump per service, each a sendmsg plus two recvmsg.
 
 pub mod codec;
-mod nl;
+use crate::netlink as nl;
 mod socket;
 
 pub use socket::{AckMode, IpvsSocket};

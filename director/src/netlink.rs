@@ -1,8 +1,12 @@
-//! Netlink framing for NETLINK_NETFILTER: message and attribute views that
-//! never panic, and an append-only writer. Same shape as `crate::ipvs::nl`
-//! (private there), but the family header is `struct nfgenmsg` instead of
-//! `struct genlmsghdr`, and attribute views keep the raw type bits so that
-//! unknown attributes are re-encoded exactly as received.
+//! Netlink framing shared by every kernel API the director speaks (generic
+//! netlink for IPVS and nlctrl, nfnetlink for conntrack): message and
+//! attribute views that never panic, and an append-only writer with a
+//! `begin_*` per family header (`struct genlmsghdr`, `struct nfgenmsg`).
+//!
+//! The constants come from `netlink-packet-core` / `netlink-packet-generic`;
+//! the walking is done here by hand because their `NlaBuffer` accessors
+//! `unwrap()` internally and we want one place that bounds-checks every
+//! offset of kernel input.
 //!
 //! ```text
 //! include/uapi/linux/netlink.h, struct nlmsghdr (host byte order):
@@ -10,14 +14,14 @@
 //! +---------------+---------------+---------------+---------------+
 //! |                  nlmsg_len (header + payload)                  |
 //! +---------------+---------------+---------------+---------------+
-//! | nlmsg_type = NFNL_SUBSYS_* << 8 | msg   |      nlmsg_flags      |
+//! |          nlmsg_type           |          nlmsg_flags          |
 //! +---------------+---------------+---------------+---------------+
 //! |                           nlmsg_seq                            |
 //! +---------------+---------------+---------------+---------------+
 //! |                           nlmsg_pid                            |
 //! +---------------+---------------+---------------+---------------+
-//! include/uapi/linux/netfilter/nfnetlink.h, struct nfgenmsg:
-//! |  nfgen_family |    version    |        res_id (__be16)        |
+//! include/uapi/linux/genetlink.h, struct genlmsghdr:
+//! |      cmd      |    version    |           reserved            |
 //! +---------------+---------------+---------------+---------------+
 //! struct nlattr, then value, padded to 4 bytes (NLA_ALIGNTO):
 //! |            nla_len            |  nla_type (N|O|type:14 bits)  |
@@ -28,18 +32,21 @@ pub use netlink_packet_core::{
     NLA_F_NESTED, NLA_TYPE_MASK, NLMSG_DONE, NLMSG_ERROR, NLM_F_ACK, NLM_F_ACK_TLVS, NLM_F_CAPPED,
     NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST,
 };
+pub use netlink_packet_generic::constants::{
+    CTRL_ATTR_FAMILY_ID, CTRL_ATTR_FAMILY_NAME, CTRL_CMD_GETFAMILY, GENL_HDRLEN, GENL_ID_CTRL,
+};
 
 /// `sizeof(struct nlmsghdr)`.
 pub const NLMSG_HDRLEN: usize = 16;
-/// `sizeof(struct nfgenmsg)`.
+/// `sizeof(struct nfgenmsg)` (include/uapi/linux/netfilter/nfnetlink.h).
 pub const NFGEN_HDRLEN: usize = 4;
-/// `sizeof(struct nlattr)`.
-pub const NLA_HDRLEN: usize = 4;
-/// include/uapi/linux/netlink.h `NLMSGERR_ATTR_MSG`.
-pub const NLMSGERR_ATTR_MSG: u16 = 1;
 /// include/uapi/linux/netlink.h: the dump was interrupted by a change of
 /// the table; its content may be inconsistent.
 pub const NLM_F_DUMP_INTR: u16 = 0x10;
+/// `sizeof(struct nlattr)`.
+pub const NLA_HDRLEN: usize = 4;
+/// include/uapi/linux/netlink.h `enum nlmsgerr_attrs`: NLMSGERR_ATTR_MSG.
+pub const NLMSGERR_ATTR_MSG: u16 = 1;
 
 /// Rounds up to the 4-byte netlink alignment, saturating instead of
 /// overflowing (a saturated length is then rejected by the bounds checks).
@@ -47,7 +54,7 @@ pub fn align4(n: usize) -> usize {
     n.saturating_add(3) & !3
 }
 
-/// A framing problem in kernel input: what was wrong.
+/// A framing problem in kernel input: what was being read and why it failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FrameError(pub String);
 
@@ -83,15 +90,16 @@ impl MsgHeader {
     }
 }
 
-/// One netlink message inside a receive buffer (a view).
+/// One netlink message inside a receive buffer (a view: header + payload).
 #[derive(Debug, Clone, Copy)]
 pub struct Msg<'a> {
     pub header: MsgHeader,
     pub payload: &'a [u8],
 }
 
-/// Iterates the messages of one datagram; yields one error and stops at
-/// the first malformed one (nothing behind a bad length can be trusted).
+/// Iterates the messages of one datagram. Stops at the first malformed one
+/// (yielding an error once): after a bad length nothing behind it can be
+/// trusted.
 pub struct MsgIter<'a> {
     buf: &'a [u8],
     pos: usize,
@@ -110,20 +118,25 @@ impl<'a> Iterator for MsgIter<'a> {
         if rest.is_empty() {
             return None;
         }
+        let fail = |this: &mut Self, why: String| {
+            this.pos = this.buf.len();
+            Some(Err(FrameError(why)))
+        };
         let Some(header) = MsgHeader::parse(rest) else {
-            self.pos = self.buf.len();
-            return Some(Err(FrameError(format!(
-                "{} trailing bytes, shorter than a netlink header",
-                rest.len()
-            ))));
+            return fail(
+                self,
+                format!(
+                    "{} trailing bytes, shorter than a netlink header",
+                    rest.len()
+                ),
+            );
         };
         let len = header.len as usize;
         if len < NLMSG_HDRLEN || len > rest.len() {
-            self.pos = self.buf.len();
-            return Some(Err(FrameError(format!(
-                "netlink message length {len} outside 16..={}",
-                rest.len()
-            ))));
+            return fail(
+                self,
+                format!("netlink message length {len} outside 16..={}", rest.len()),
+            );
         }
         let payload = rest.get(NLMSG_HDRLEN..len).unwrap_or_default();
         self.pos = self.pos.saturating_add(align4(len));
@@ -132,12 +145,15 @@ impl<'a> Iterator for MsgIter<'a> {
 }
 
 /// An `NLMSG_ERROR` payload (include/uapi/linux/netlink.h `struct
-/// nlmsgerr`): `int error; struct nlmsghdr msg;`, the rest of the request
-/// unless `NLM_F_CAPPED`, then with `NLM_F_ACK_TLVS` `NLMSGERR_ATTR_*`.
+/// nlmsgerr`): `int error; struct nlmsghdr msg;` then, unless the ack is
+/// `NLM_F_CAPPED`, the rest of the request; then, with `NLM_F_ACK_TLVS`,
+/// extended-ack attributes (`NLMSGERR_ATTR_*`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ErrorMsg {
     /// 0 for an ACK, a negative errno for a NACK.
     pub error: i32,
+    /// Header of the request being answered.
+    pub request: Option<MsgHeader>,
     /// `NLMSGERR_ATTR_MSG`, if the kernel explained itself.
     pub ext_msg: Option<String>,
 }
@@ -163,7 +179,11 @@ impl ErrorMsg {
                 }
             }
         }
-        Ok(ErrorMsg { error, ext_msg })
+        Ok(ErrorMsg {
+            error,
+            request,
+            ext_msg,
+        })
     }
 }
 
@@ -174,7 +194,8 @@ pub fn c_string(v: &[u8]) -> String {
 }
 
 /// One attribute (a view). `kind` has the `NLA_F_NESTED` /
-/// `NLA_F_NET_BYTEORDER` bits masked off; `raw_kind` has them.
+/// `NLA_F_NET_BYTEORDER` bits masked off; `raw_kind` has them (conntrack
+/// re-encodes unknown attributes exactly as received).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Attr<'a> {
     pub kind: u16,
@@ -183,7 +204,7 @@ pub struct Attr<'a> {
 }
 
 /// Iterates the attributes of a payload; yields one error then stops on a
-/// malformed attribute (length shorter than its header or past the end).
+/// malformed attribute.
 pub struct AttrIter<'a> {
     buf: &'a [u8],
     pos: usize,
@@ -227,10 +248,6 @@ impl<'a> Iterator for AttrIter<'a> {
     }
 }
 
-/// A message or attribute too large for its length field.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TooLong;
-
 /// Appends netlink messages and attributes to a byte buffer. Lengths are
 /// patched in when a message or nest is closed.
 #[derive(Debug, Default)]
@@ -238,13 +255,39 @@ pub struct Writer {
     pub buf: Vec<u8>,
 }
 
+/// An attribute or message too large for its 16-bit (attr) length field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TooLong;
+
 impl Writer {
     pub fn new() -> Self {
         Writer { buf: Vec::new() }
     }
 
-    /// Starts an nfnetlink message; returns its start offset for
+    /// Starts a generic netlink message; returns its start offset for
     /// [`Writer::end_msg`].
+    pub fn begin_genl(
+        &mut self,
+        family: u16,
+        flags: u16,
+        seq: u32,
+        pid: u32,
+        cmd: u8,
+        version: u8,
+    ) -> usize {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(&0u32.to_ne_bytes());
+        self.buf.extend_from_slice(&family.to_ne_bytes());
+        self.buf.extend_from_slice(&flags.to_ne_bytes());
+        self.buf.extend_from_slice(&seq.to_ne_bytes());
+        self.buf.extend_from_slice(&pid.to_ne_bytes());
+        self.buf.extend_from_slice(&[cmd, version, 0, 0]);
+        start
+    }
+
+    /// Starts an nfnetlink message (`kind` = subsystem << 8 | message, then
+    /// `struct nfgenmsg`: family, NFNETLINK_V0, res_id 0); returns its
+    /// start offset for [`Writer::end_msg`].
     pub fn begin_nfnl(&mut self, kind: u16, flags: u16, seq: u32, family: u8) -> usize {
         let start = self.buf.len();
         self.buf.extend_from_slice(&0u32.to_ne_bytes());
@@ -253,7 +296,6 @@ impl Writer {
         self.buf.extend_from_slice(&seq.to_ne_bytes());
         // nlmsg_pid 0: the kernel fills in our port id.
         self.buf.extend_from_slice(&0u32.to_ne_bytes());
-        // NFNETLINK_V0, res_id 0.
         self.buf.extend_from_slice(&[family, 0, 0, 0]);
         start
     }
@@ -283,8 +325,17 @@ impl Writer {
     pub fn put_u8(&mut self, kind: u16, v: u8) -> Result<(), TooLong> {
         self.put(kind, &[v])
     }
+    pub fn put_u16(&mut self, kind: u16, v: u16) -> Result<(), TooLong> {
+        self.put(kind, &v.to_ne_bytes())
+    }
     pub fn put_be16(&mut self, kind: u16, v: u16) -> Result<(), TooLong> {
         self.put(kind, &v.to_be_bytes())
+    }
+    pub fn put_u32(&mut self, kind: u16, v: u32) -> Result<(), TooLong> {
+        self.put(kind, &v.to_ne_bytes())
+    }
+    pub fn put_u64(&mut self, kind: u16, v: u64) -> Result<(), TooLong> {
+        self.put(kind, &v.to_ne_bytes())
     }
     pub fn put_be32(&mut self, kind: u16, v: u32) -> Result<(), TooLong> {
         self.put(kind, &v.to_be_bytes())
@@ -292,22 +343,30 @@ impl Writer {
     pub fn put_be64(&mut self, kind: u16, v: u64) -> Result<(), TooLong> {
         self.put(kind, &v.to_be_bytes())
     }
-    /// A NUL-terminated string (`nla_put_string`: strlen + 1 bytes).
+    /// A NUL-terminated string (`NLA_PUT_STRING`: strlen + 1 bytes).
     pub fn put_str(&mut self, kind: u16, s: &str) -> Result<(), TooLong> {
-        let mut v = Vec::with_capacity(s.len() + 1);
-        v.extend_from_slice(s.as_bytes());
-        v.push(0);
-        self.put(kind, &v)
+        let len = u16::try_from(NLA_HDRLEN + s.len() + 1).map_err(|_| TooLong)?;
+        self.buf.extend_from_slice(&len.to_ne_bytes());
+        self.buf.extend_from_slice(&kind.to_ne_bytes());
+        self.buf.extend_from_slice(s.as_bytes());
+        self.buf.push(0);
+        self.pad();
+        Ok(())
     }
 
-    /// Opens a nest; the kernel's `nla_nest_start()` marks nests with
-    /// `NLA_F_NESTED`, and so do we.
+    /// Opens a nest without `NLA_F_NESTED`, as libnl (and so ipvsadm)
+    /// writes them; IPVS requests stay byte-identical to ipvsadm's.
     pub fn begin_nest(&mut self, kind: u16) -> usize {
         let start = self.buf.len();
         self.buf.extend_from_slice(&0u16.to_ne_bytes());
-        self.buf
-            .extend_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
+        self.buf.extend_from_slice(&kind.to_ne_bytes());
         start
+    }
+
+    /// Opens a nest marked `NLA_F_NESTED`, as the kernel's
+    /// `nla_nest_start()` and libmnl (the conntrack CLI) write them.
+    pub fn begin_nest_marked(&mut self, kind: u16) -> usize {
+        self.begin_nest(kind | NLA_F_NESTED)
     }
 
     pub fn end_nest(&mut self, start: usize) -> Result<(), TooLong> {
@@ -321,5 +380,48 @@ impl Writer {
     fn pad(&mut self) {
         let n = align4(self.buf.len()) - self.buf.len();
         self.buf.extend(std::iter::repeat_n(0u8, n));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attr_iter_rejects_bad_lengths() {
+        // len 2 < header
+        let b = [2u8, 0, 1, 0];
+        assert!(AttrIter::new(&b).next().unwrap().is_err());
+        // len 8 > buffer
+        let b = [8u8, 0, 1, 0, 0];
+        assert!(AttrIter::new(&b).next().unwrap().is_err());
+        // unpadded final attribute is accepted
+        let b = [5u8, 0, 1, 0, 7];
+        let a = AttrIter::new(&b).next().unwrap().unwrap();
+        assert_eq!(a.value, &[7]);
+    }
+
+    #[test]
+    fn msg_iter_rejects_bad_lengths() {
+        let mut b = vec![0u8; 20];
+        b[0] = 200;
+        let mut it = MsgIter::new(&b);
+        assert!(it.next().unwrap().is_err());
+        assert!(it.next().is_none());
+    }
+
+    #[test]
+    fn writer_nests_and_pads() {
+        let mut w = Writer::new();
+        let m = w.begin_genl(30, NLM_F_REQUEST, 7, 0, 1, 1);
+        let n = w.begin_nest(1);
+        w.put_str(6, "rr").unwrap();
+        w.end_nest(n).unwrap();
+        w.end_msg(m).unwrap();
+        assert_eq!(w.buf.len(), 16 + 4 + 4 + 8);
+        let msg = MsgIter::new(&w.buf).next().unwrap().unwrap();
+        assert_eq!(msg.header.seq, 7);
+        let outer: Vec<_> = AttrIter::new(&msg.payload[4..]).collect();
+        assert_eq!(outer.len(), 1);
     }
 }
