@@ -8,7 +8,7 @@
 //! - [`codec`]: pure encode/decode between [`Conntrack`] and ctnetlink
 //!   messages. View + validated repr; never panics on kernel input; unknown
 //!   attributes kept; layout diagram at the top.
-//! - `nl`: netlink / nfnetlink framing, bounds-checked by hand.
+//! - `nl` (= `crate::netlink`): the shared, bounds-checked netlink framing.
 //! - [`ConntrackSocket`] (`socket`): blocking dump / create / delete with a
 //!   typed [`ConntrackError`] that says whose fault a failure is.
 //! - [`summary`]: entries -> IPVS-style active/inactive counts.

@@ -5,8 +5,8 @@
 //! - [`codec`]: pure encode/decode between `crate::model` and IPVS messages
 //!   (requests, dump replies, info, timeouts, sync daemons). View + validated
 //!   repr; never panics on kernel input; every layout has its ip_vs.h diagram.
-//! - `nl`: netlink / generic netlink framing (headers, attributes, NLMSG_ERROR
-//!   with extended ack), bounds-checked by hand.
+//! - `nl` (= `crate::netlink`): the shared netlink framing (headers,
+//!   attributes, NLMSG_ERROR with extended ack), bounds-checked by hand.
 //! - [`IpvsSocket`] (`socket`): the real [`crate::kernel::IpvsKernel`].
 //! - `tests`: round trips, garbage/truncation, proptest, and byte-level
 //!   comparison with real ipvsadm traffic in `testdata/ipvsadm.txt`
