@@ -10,7 +10,7 @@
 //! - [`reconcile`]: desired vs one kernel dump -> minimal ops (pure function).
 //! - [`kernel`]: the `IpvsKernel` trait, its errors, and a recording fake.
 //! - [`maglev`]: Maglev consistent hashing (NSDI 2016), shared by both directors.
-//! - [`netlink`]: netlink framing shared by `ipvs`, `genl_watch` and `conntrack`.
+//! - [`netlink`]: netlink framing shared by `ipvs` and `conntrack`.
 //! - [`ipvs`]: the generic-netlink codec and socket for the "IPVS" family.
 //! - [`conntrack`]: ctnetlink codec and socket (dump/create/delete entries).
 //! - [`format`]: byte-exact `ipvsadm -Ln` / `-Lnc` printers.
