@@ -187,6 +187,50 @@ impl ErrorMsg {
     }
 }
 
+/// What one reply message to a request means to the loop waiting for it.
+#[derive(Debug)]
+pub enum Reply<'a> {
+    /// A message of the request's own type (a dump entry, a GET answer).
+    Data(&'a [u8]),
+    /// `NLMSG_ERROR` with error 0, or `NLMSG_DONE` with status 0: finished.
+    Done,
+    /// `NLMSG_ERROR` with an errno, or `NLMSG_DONE` whose final status is a
+    /// negative errno (a dump that failed part way): finished, refused.
+    Refused(ErrorMsg),
+    /// An `NLMSG_ERROR` too short to read: finished, undecodable.
+    Malformed(FrameError),
+}
+
+impl Reply<'_> {
+    /// The request has its final answer (nothing more will come for it).
+    pub fn is_final(&self) -> bool {
+        !matches!(self, Reply::Data(_))
+    }
+}
+
+/// Classifies one message of a reply (the caller checks the sequence).
+pub fn reply<'a>(m: &Msg<'a>) -> Reply<'a> {
+    match m.header.kind {
+        NLMSG_ERROR => match ErrorMsg::parse(&m.header, m.payload) {
+            Ok(e) if e.error == 0 => Reply::Done,
+            Ok(e) => Reply::Refused(e),
+            Err(e) => Reply::Malformed(e),
+        },
+        NLMSG_DONE => {
+            // The DONE payload is the dump's final int status.
+            match read_u32(m.payload, 0).map(|v| v as i32) {
+                Some(s) if s < 0 => Reply::Refused(ErrorMsg {
+                    error: s,
+                    request: None,
+                    ext_msg: None,
+                }),
+                _ => Reply::Done,
+            }
+        }
+        _ => Reply::Data(m.payload),
+    }
+}
+
 /// A string attribute value: up to the first NUL, lossily decoded.
 pub fn c_string(v: &[u8]) -> String {
     let end = v.iter().position(|&c| c == 0).unwrap_or(v.len());

@@ -12,7 +12,7 @@
 //! overrun, a dump.
 
 use super::codec::{self, Conntrack, DecodeError, EncodeError, Family, Tuple};
-use super::nl::{ErrorMsg, MsgIter, Writer, NLMSG_DONE, NLMSG_ERROR, NLM_F_DUMP_INTR};
+use super::nl::{self, ErrorMsg, MsgIter, Reply, Writer, NLM_F_DUMP_INTR};
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 use std::io;
 
@@ -249,36 +249,17 @@ impl ConntrackSocket {
                     continue;
                 }
                 interrupted |= m.header.flags & NLM_F_DUMP_INTR != 0;
-                match m.header.kind {
-                    NLMSG_ERROR => {
-                        done = true;
-                        match ErrorMsg::parse(&m.header, m.payload) {
-                            Ok(e) if e.error == 0 => {}
-                            Ok(e) => {
-                                first_err.get_or_insert(refused(what, &e));
-                            }
-                            Err(e) => {
-                                first_err.get_or_insert(frame_err(what, e));
-                            }
-                        }
+                let r = nl::reply(&m);
+                done |= r.is_final();
+                match r {
+                    Reply::Data(payload) => each(payload),
+                    Reply::Done => {}
+                    Reply::Refused(e) => {
+                        first_err.get_or_insert(refused(what, &e));
                     }
-                    NLMSG_DONE => {
-                        done = true;
-                        // The DONE payload is the dump's final int status.
-                        let status = m
-                            .payload
-                            .get(..4)
-                            .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
-                        if let Some(s) = status.filter(|s| *s < 0) {
-                            let e = ErrorMsg {
-                                error: s,
-                                request: None,
-                                ext_msg: None,
-                            };
-                            first_err.get_or_insert(refused(what, &e));
-                        }
+                    Reply::Malformed(e) => {
+                        first_err.get_or_insert(frame_err(what, e));
                     }
-                    _ => each(m.payload),
                 }
             }
             if done {

@@ -21,7 +21,7 @@
 //! unknown") and the window is halved; the reconciler's next dump repairs.
 
 use super::codec::{self, Request};
-use super::nl::{ErrorMsg, MsgIter, Writer, NLMSG_DONE, NLMSG_ERROR, NLM_F_ACK};
+use super::nl::{self, ErrorMsg, MsgIter, Reply, Writer, NLMSG_DONE, NLMSG_ERROR, NLM_F_ACK};
 use crate::kernel::{IpvsKernel, KernelError};
 use crate::model::*;
 use netlink_sys::{protocols::NETLINK_GENERIC, Socket, SocketAddr};
@@ -280,41 +280,22 @@ impl IpvsSocket {
                 if m.header.seq != seq {
                     continue;
                 }
-                match m.header.kind {
-                    NLMSG_ERROR => {
-                        done = true;
-                        match ErrorMsg::parse(&m.header, m.payload) {
-                            Ok(e) if e.error == 0 => {}
-                            Ok(e) => {
-                                first_err.get_or_insert(refused(what, &e));
-                            }
-                            Err(e) => {
-                                first_err.get_or_insert(decode_frame(what, e));
-                            }
-                        }
-                    }
-                    NLMSG_DONE => {
-                        done = true;
-                        // The DONE payload is the dump's final int status.
-                        let status = m
-                            .payload
-                            .get(..4)
-                            .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
-                        if let Some(s) = status.filter(|s| *s < 0) {
-                            let e = ErrorMsg {
-                                error: s,
-                                request: None,
-                                ext_msg: None,
-                            };
-                            first_err.get_or_insert(refused(what, &e));
-                        }
-                    }
-                    _ => {
+                let r = nl::reply(&m);
+                done |= r.is_final();
+                match r {
+                    Reply::Data(payload) => {
                         if first_err.is_none() {
-                            if let Err(e) = each(m.payload) {
+                            if let Err(e) = each(payload) {
                                 first_err = Some(e);
                             }
                         }
+                    }
+                    Reply::Done => {}
+                    Reply::Refused(e) => {
+                        first_err.get_or_insert(refused(what, &e));
+                    }
+                    Reply::Malformed(e) => {
+                        first_err.get_or_insert(decode_frame(what, e));
                     }
                 }
             }
