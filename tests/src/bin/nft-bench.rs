@@ -20,16 +20,7 @@ use director::model::{
 };
 use director::nft::{compile, dump, plan, FixedFlows, NftCli, NftDataplane, NftExec, Scope};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::process::Command;
 use std::time::{Duration, Instant};
-
-struct Netns(String);
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
 
 fn table(services: usize, dests: usize) -> DesiredTable {
     let mut t = DesiredTable::default();
@@ -102,13 +93,8 @@ fn main() {
     let services = args.first().copied().unwrap_or(5000);
     let dests = args.get(1).copied().unwrap_or(4);
     let runs = args.get(2).copied().unwrap_or(5).max(1);
-    let ns = Netns(format!("dnft-bench-{}", std::process::id()));
-    assert!(Command::new("ip")
-        .args(["netns", "add", &ns.0])
-        .status()
-        .expect("ip netns add")
-        .success());
-    let mut cli = NftCli::in_netns(&ns.0);
+    let ns = director_tests::netns::Netns::new("nft-bench");
+    let mut cli = NftCli::in_netns(ns.name());
     let mut dp = NftDataplane::new(
         Box::new(cli.clone()),
         Box::new(FixedFlows::default()),
@@ -117,7 +103,7 @@ fn main() {
     let base = table(services, dests);
     println!(
         "nft-bench: {services} services x {dests} real servers (rr), {runs} runs, netns {}",
-        ns.0
+        ns.name()
     );
 
     let mut cold = Vec::new();
