@@ -109,14 +109,14 @@ fn run(config: PathBuf) -> anyhow::Result<()> {
 fn open_nft(
     role: director::daemon::NftRole,
 ) -> Result<Box<dyn director::dataplane::Dataplane>, String> {
-    use director::nft::{NftCli, NftDataplane, NftExec, Scope};
+    use director::nft::{NftCli, NftDataplane, Scope};
     let scope = match role {
         director::daemon::NftRole::Services => Scope::Services,
         director::daemon::NftRole::NatOnly => Scope::NatOnly,
     };
-    let mut cli = NftCli::new();
-    cli.list()
-        .map_err(|e| format!("cannot read the nftables ruleset: {e}"))?;
+    let cli = NftCli::new();
+    cli.probe()
+        .map_err(|e| format!("cannot drive nftables: {e}"))?;
     Ok(Box::new(NftDataplane::new(
         Box::new(cli),
         Box::new(director::conntrack::summary::ConntrackFlows),

@@ -91,6 +91,26 @@ impl NftCli {
         self
     }
 
+    /// Whether nftables can be driven at all (`nft list tables`: the
+    /// binary runs and the kernel has nf_tables), without reading any
+    /// table's content (the first pass does that).
+    pub fn probe(&self) -> Result<(), NftError> {
+        let out = self
+            .command()
+            .args(["list", "tables"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| NftError::Spawn(e.to_string()))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(NftError::Failed {
+                status: out.status.to_string(),
+                stderr: String::from_utf8_lossy(&out.stderr).trim_end().to_string(),
+            })
+        }
+    }
+
     fn command(&self) -> Command {
         let nft = self.binary.clone().unwrap_or_else(|| "nft".to_string());
         match &self.netns {
