@@ -615,10 +615,13 @@ async fn handle(req: Request, shared: &Shared) -> Response {
             }
         },
         // No IPVS connection table: the same listing built from conntrack.
+        // The services are the ones the director programs (no table dump:
+        // at thousands of services that takes seconds).
         Request::Conns if shared.kind == DataplaneKind::Nftables => {
-            let table = match dump(shared).await {
-                Ok(t) => t,
-                Err(message) => return Response::Error { message },
+            let Some(desired) = shared.state.lock().ok().map(|s| s.desired.clone()) else {
+                return Response::Error {
+                    message: "state poisoned".into(),
+                };
             };
             let entries = tokio::task::spawn_blocking(|| {
                 crate::conntrack::ConntrackSocket::open().and_then(|mut s| s.dump(None))
@@ -626,7 +629,7 @@ async fn handle(req: Request, shared: &Shared) -> Response {
             .await;
             match entries {
                 Ok(Ok(entries)) => Response::Conns {
-                    proc_ip_vs_conn: crate::conntrack::summary::ip_vs_conn_text(&entries, &table),
+                    proc_ip_vs_conn: crate::conntrack::summary::ip_vs_conn_text(&entries, &desired),
                 },
                 Ok(Err(e)) => Response::Error {
                     message: format!("cannot read the conntrack table: {e}"),

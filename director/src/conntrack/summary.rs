@@ -81,7 +81,7 @@ pub fn flow_counts(entries: &[Conntrack]) -> Vec<FlowCount> {
 /// `/proc/net/ip_vs_conn`, so `directorctl conns` (the `ipvsadm -Lnc`
 /// printer in `crate::format`) works unchanged on the nftables dataplane.
 ///
-/// An entry belongs to a service when it was destination-NATed (its reply
+/// An entry belongs to one of the director's (desired) services when it was destination-NATed (its reply
 /// source is not its original destination) and its
 /// original destination is the service's address and port, or (fwmark
 /// services, whose mark conntrack does not keep) its reply source is one
@@ -91,22 +91,23 @@ pub fn flow_counts(entries: &[Conntrack]) -> Vec<FlowCount> {
 /// director: a client's SYN is `SYN_RECV`; UDP is `UDP`), the expiry in
 /// seconds. SCTP state is not decoded: `ESTABLISHED` once the entry is
 /// assured, else `INIT`.
-pub fn ip_vs_conn_text(entries: &[Conntrack], table: &crate::model::KernelTable) -> String {
+pub fn ip_vs_conn_text(entries: &[Conntrack], services: &crate::desired::DesiredTable) -> String {
     use crate::model::ServiceKey;
     use std::fmt::Write as _;
     let mut out = String::from(
         "Pro FromIP   FPrt ToIP     TPrt DestIP   DPrt State       Expires PEName PEData\n",
     );
     let belongs = |ct: &Conntrack, vip: SocketAddr, rs: SocketAddr| {
-        table.services.iter().any(|s| match s.service.key {
+        services.services.values().any(|s| match s.service.key {
             ServiceKey::Inet { addr, protocol } => {
                 protocol.number() == u16::from(ct.orig.protocol)
                     && addr.ip() == vip.ip()
                     && (addr.port() == vip.port() || addr.port() == 0)
             }
-            ServiceKey::Fwmark { .. } => s.dests.iter().any(|d| {
-                d.dest.key.addr == rs.ip() && (d.dest.key.port == rs.port() || d.dest.key.port == 0)
-            }),
+            ServiceKey::Fwmark { .. } => s
+                .dests
+                .keys()
+                .any(|d| d.addr == rs.ip() && (d.port == rs.port() || d.port == 0)),
         })
     };
     for ct in entries {

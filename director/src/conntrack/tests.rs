@@ -578,7 +578,6 @@ proptest! {
 
 #[test]
 fn ip_vs_conn_text_lists_only_the_services_dnat_entries_in_ipvsadm_form() {
-    use crate::model::{IpvsInfo, KernelDest, KernelService, KernelTable, Stats};
     let c = capture("conntrack -L -p tcp");
     let all = entries(&c);
     let config = crate::config::parse(
@@ -588,35 +587,7 @@ fn ip_vs_conn_text_lists_only_the_services_dnat_entries_in_ipvsadm_form() {
     )
     .unwrap();
     let desired = crate::desired::desired_table(&config);
-    let table = KernelTable {
-        info: IpvsInfo {
-            version: 0,
-            conn_tab_size: 0,
-        },
-        services: desired
-            .services
-            .values()
-            .map(|d| KernelService {
-                service: d.service.clone(),
-                stats: Stats::default(),
-                dests: d
-                    .dests
-                    .iter()
-                    .map(|(k, s)| KernelDest {
-                        dest: crate::model::Destination {
-                            key: *k,
-                            settings: *s,
-                        },
-                        active_conns: 0,
-                        inactive_conns: 0,
-                        persist_conns: 0,
-                        stats: Stats::default(),
-                    })
-                    .collect(),
-            })
-            .collect(),
-    };
-    let text = super::summary::ip_vs_conn_text(&all, &table);
+    let text = super::summary::ip_vs_conn_text(&all, &desired);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(
         lines.len(),
@@ -635,10 +606,7 @@ fn ip_vs_conn_text_lists_only_the_services_dnat_entries_in_ipvsadm_form() {
         "{listed}"
     );
     // No service, no rows.
-    let empty = KernelTable {
-        services: Vec::new(),
-        ..table
-    };
+    let empty = crate::desired::DesiredTable::default();
     assert_eq!(
         super::summary::ip_vs_conn_text(&all, &empty)
             .lines()
