@@ -273,6 +273,65 @@ fn persistence_holds_a_client_to_one_real_server() {
     );
 }
 
+/// Draining the server a persistent client sticks to moves the client's
+/// new connections (IPVS with `expire_quiescent_template = 1`), even when
+/// the client's established connection to it keeps refreshing the affinity
+/// entry after the drain: the pass deletes it again until it stays gone,
+/// although such passes read no dump (the entry comes from the packet path,
+/// which commits no transaction).
+#[test]
+fn draining_a_persistent_clients_server_moves_its_new_connections() {
+    let t = LbTopology::builder().build();
+    let _rs = servers(&t);
+    let persistent = "persistence_timeout = \"60s\"\n";
+    let body = service("web", "192.0.2.100:80", "rr", persistent, &t, [1, 1, 1]);
+    let d = Daemon::start_in(t.director(0), "lb-a", GLOBAL, &body);
+    let mut session = t
+        .client()
+        .spawn(CLIENT, &["session", "--target", "192.0.2.100:80"]);
+    let greeting = session.expect_line(T);
+    let held = greeting.split_whitespace().next().unwrap().to_string();
+    let j: usize = held.trim_start_matches("rs").parse().unwrap();
+    let r = spread(t.client(), "192.0.2.100:80", 5, &[]);
+    assert_eq!(counts(&r), map(&[(&held, 5)]), "{r}");
+
+    let mut w = [1, 1, 1];
+    w[j] = 0;
+    d.rewrite_config(
+        GLOBAL,
+        &service("web", "192.0.2.100:80", "rr", persistent, &t, w),
+    );
+    d.ctl_ok(&["reload"]);
+    let drained_ip = t.real_server_v4(j).to_string();
+    wait_for(T, || {
+        dests(&d, "192.0.2.100:80")
+            .iter()
+            .any(|r| r.0.starts_with(&drained_ip) && r.1 == 0)
+            .then_some(())
+    })
+    .expect("drain applied");
+    // The established connection goes on, and its packets re-create the
+    // client's affinity entry, pointing at the drained server.
+    assert_eq!(
+        session.request("after-drain", T),
+        format!("{held} after-drain")
+    );
+    std::thread::sleep(Duration::from_millis(2000));
+    let r = spread(t.client(), "192.0.2.100:80", 10, &[]);
+    assert_eq!(r["ok"], 10, "{r}");
+    let c = counts(&r);
+    assert!(
+        !c.contains_key(&held),
+        "drained {held} still gets the client: {r}\n{}",
+        d.log_text()
+    );
+    assert_eq!(c.len(), 1, "the client sticks to one new server: {r}");
+    assert_eq!(
+        session.request("still-there", T),
+        format!("{held} still-there")
+    );
+}
+
 #[test]
 fn snat_makes_real_servers_see_to_source() {
     let t = LbTopology::builder().build();

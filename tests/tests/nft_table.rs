@@ -350,3 +350,172 @@ fn nat_only_scope_owns_just_snat_and_forward() {
     assert_clean(&pass(&mut dp, &empty, &[]));
     assert!(dp.dump().unwrap().is_none());
 }
+
+/// The path a steady-state daemon takes: passes with nothing to do read no
+/// dump (the nf_tables generation did not move), and a destination change
+/// is one netlink batch (elements, plus the rr/wrr selector rule replaced
+/// in place) that leaves the kernel exactly as nft would have.
+#[test]
+fn destination_changes_are_netlink_batches_without_dumps() {
+    let ns = new_netns();
+    let mut dp = dataplane(&ns, Scope::Services);
+    let mut desired = full();
+    assert_clean(&pass(&mut dp, &desired, &snat()));
+    assert_noop(&pass(&mut dp, &desired, &snat()));
+    let before = dp.path_counts();
+    assert_eq!(before.cli_applies, 1, "{before:?}");
+    assert_noop(&pass(&mut dp, &desired, &snat()));
+    let after = dp.path_counts();
+    assert_eq!(after.dumps, before.dumps, "a no-op pass dumped: {after:?}");
+    assert_eq!(after.cached, before.cached + 1);
+
+    // rr: drain one of two -> `numgen inc mod 1`; wrr with persistence:
+    // a weight change; both in one pass, one batch.
+    let dns = inet(Protocol::Udp, "192.0.2.100:53");
+    let web = inet(Protocol::Tcp, "192.0.2.100:80");
+    desired
+        .services
+        .get_mut(&dns)
+        .unwrap()
+        .dests
+        .values_mut()
+        .next()
+        .unwrap()
+        .weight = 0;
+    for d in desired.services.get_mut(&web).unwrap().dests.values_mut() {
+        if d.weight == 3 {
+            d.weight = 2;
+        }
+    }
+    let r = pass(&mut dp, &desired, &snat());
+    assert_clean(&r);
+    assert_eq!(r.applied.len(), 2, "{:#?}", r.applied);
+    assert!(r.repairs.is_empty(), "{:#?}", r.repairs);
+    let paths = dp.path_counts();
+    assert_eq!(paths.fast_batches, 1, "{paths:?}");
+    assert_eq!(paths.cli_applies, 1, "{paths:?}");
+    assert_eq!(paths.dumps, after.dumps, "{paths:?}");
+    let chain = nft(
+        &ns,
+        &["list", "chain", "inet", "director", "svc_udp_c0000264_53"],
+    );
+    assert!(
+        chain.contains("numgen inc mod 1 map @sel_udp_c0000264_53")
+            && chain.contains("comment \"sel numgen inc mod 1\""),
+        "{chain}"
+    );
+    // nft's own view of what we wrote: a fresh dataplane (a dump) finds
+    // nothing to change, and status reads the new weights back.
+    let mut fresh = dataplane(&ns, Scope::Services);
+    assert_noop(&pass(&mut fresh, &desired, &snat()));
+    assert_status_matches(&mut fresh, &desired);
+    // The cache followed the batch (new rule handles included): the next
+    // passes, and undraining again, need no dump and no nft either.
+    assert_noop(&pass(&mut dp, &desired, &snat()));
+    let restored = full();
+    let r = pass(&mut dp, &restored, &snat());
+    assert_clean(&r);
+    assert_eq!(r.applied.len(), 2, "{:#?}", r.applied);
+    let paths = dp.path_counts();
+    assert_eq!((paths.fast_batches, paths.cli_applies), (2, 1), "{paths:?}");
+    assert_eq!(paths.dumps, after.dumps, "{paths:?}");
+    assert_noop(&pass(
+        &mut dataplane(&ns, Scope::Services),
+        &restored,
+        &snat(),
+    ));
+}
+
+/// Anyone else's commit moves the generation: the next pass dumps again
+/// and repairs what was changed behind its back.
+#[test]
+fn a_foreign_commit_makes_the_next_pass_dump_and_repair() {
+    let ns = new_netns();
+    let mut dp = dataplane(&ns, Scope::Services);
+    let desired = full();
+    assert_clean(&pass(&mut dp, &desired, &snat()));
+    assert_noop(&pass(&mut dp, &desired, &snat()));
+    let before = dp.path_counts();
+    nft(
+        &ns,
+        &[
+            "add",
+            "element",
+            "inet",
+            "director",
+            "vip4",
+            "{ 198.51.100.77 }",
+        ],
+    );
+    let r = pass(&mut dp, &desired, &snat());
+    assert_clean(&r);
+    assert_eq!(dp.path_counts().dumps, before.dumps + 1);
+    assert_eq!(
+        r.repairs,
+        vec!["deleted 1 element(s) of vip4: 198.51.100.77".to_string()]
+    );
+    assert_noop(&pass(&mut dp, &desired, &snat()));
+}
+
+/// The batch guard itself: a batch planned against an old generation is
+/// refused whole, and a batch with one bad message applies nothing.
+#[test]
+fn netlink_batches_are_guarded_and_atomic() {
+    use director::nft::nfnl::{ElemOp, FastCmd, Nfnl, NfnlError};
+    let ns = new_netns();
+    let mut dp = dataplane(&ns, Scope::Services);
+    assert_clean(&pass(&mut dp, &full(), &snat()));
+    let mut sock = Nfnl::open_in_netns(ns.name()).expect("nf_tables socket");
+    let add = |set: &str, v: &str| FastCmd::Elements {
+        op: ElemOp::Add,
+        set: set.into(),
+        key_type: "ipv4_addr".into(),
+        data_type: None,
+        elems: vec![(v.into(), String::new())],
+    };
+    let vip4 = || nft(&ns, &["list", "set", "inet", "director", "vip4"]);
+
+    let stale = sock.generation().unwrap();
+    nft(
+        &ns,
+        &[
+            "add",
+            "element",
+            "inet",
+            "director",
+            "vip4",
+            "{ 198.51.100.1 }",
+        ],
+    );
+    let r = sock.apply(&[add("vip4", "198.51.100.2")], stale);
+    assert_eq!(r, Err(NfnlError::GenerationChanged));
+    assert!(!vip4().contains("198.51.100.2"), "{}", vip4());
+
+    let now = sock.generation().unwrap();
+    assert_eq!(now, stale.wrapping_add(1));
+    let r = sock.apply(
+        &[
+            add("vip4", "198.51.100.3"),
+            add("no_such_set", "198.51.100.4"),
+        ],
+        now,
+    );
+    match r {
+        Err(NfnlError::Refused { index, errno, .. }) => {
+            assert_eq!(index, 1);
+            assert_eq!(errno, libc::ENOENT);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!vip4().contains("198.51.100.3"), "half-applied: {}", vip4());
+    assert_eq!(
+        sock.generation().unwrap(),
+        now,
+        "a refused batch commits nothing"
+    );
+
+    let applied = sock.apply(&[add("vip4", "198.51.100.5")], now);
+    assert!(applied.is_ok(), "{applied:?}");
+    assert!(vip4().contains("198.51.100.5"));
+    assert_eq!(sock.generation().unwrap(), now.wrapping_add(1));
+}

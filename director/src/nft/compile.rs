@@ -6,6 +6,7 @@
 use super::model::{
     proto_name, service_id, BaseChain, ChainObj, Elem, Owner, Rule, Ruleset, SetKind, SetObj, Shape,
 };
+use super::nfnl::NumgenRule;
 use crate::config::Snat;
 use crate::desired::{DesiredService, DesiredTable};
 use crate::maglev;
@@ -405,6 +406,7 @@ impl Builder<'_> {
                     comment,
                     text: r,
                     handle: None,
+                    fast: None,
                 }
             })
             .collect();
@@ -679,6 +681,31 @@ impl Builder<'_> {
         // the service's settings for the dump.
         rules.push(format!("{ctx} drop comment \"{}\"", spec_comment(s)));
         self.chain(&format!("svc_{id}"), owner.clone(), None, rules);
+        // rr/wrr rewrite their selector rule when the slot count changes:
+        // that one rule can also be written over netlink (nfnl::NumgenRule).
+        if let (Some(sel), ServiceKey::Inet { protocol, .. }) = (&sel, key) {
+            let modulus = sel
+                .expr
+                .strip_prefix("numgen inc mod ")
+                .and_then(|m| m.parse::<u32>().ok());
+            if let (Some(modulus), Some(chain)) =
+                (modulus, self.rs.chains.get_mut(&format!("svc_{id}")))
+            {
+                let comment = format!("sel {}", sel.expr);
+                for r in &mut chain.rules {
+                    if r.comment.as_deref() == Some(comment.as_str()) {
+                        r.fast = Some(NumgenRule {
+                            l4proto: protocol.number() as u8,
+                            ipv6: family == Family::V6,
+                            ported,
+                            modulus,
+                            set: format!("sel_{id}"),
+                            comment: comment.clone(),
+                        });
+                    }
+                }
+            }
+        }
 
         // Registry: every real server with its weight, drained ones included
         // (they are in no selection slot but still in `status`).

@@ -78,6 +78,7 @@ pub fn parse(json: &str) -> Result<Ruleset, String> {
                                 .map(str::to_string),
                             text: body.get("expr").map(Value::to_string).unwrap_or_default(),
                             handle: body.get("handle").and_then(Value::as_u64),
+                            fast: None,
                         },
                     ));
                 }

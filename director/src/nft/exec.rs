@@ -7,6 +7,7 @@
 //! the batch on the first error) and `nft -j list table inet director` for
 //! the dump.
 
+use super::nfnl::{self, FastCmd, NfnlError};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -61,14 +62,67 @@ pub trait NftExec: Send {
     fn apply(&mut self, script: &str) -> Result<(), NftError>;
     /// `nft -j list table inet director`; `None` when the table does not exist.
     fn list(&mut self) -> Result<Option<String>, NftError>;
+    /// `nft -j list map inet director NAME` (one map, elements
+    /// included); `None` when it does not exist.
+    fn list_map(&mut self, name: &str) -> Result<Option<String>, NftError>;
+    /// The nf_tables ruleset generation, when this executor can read it
+    /// (`None`: unknown, every pass must dump).
+    fn generation(&mut self) -> Option<u32> {
+        None
+    }
+    /// Applies `cmds` as one netlink batch if the generation is still
+    /// `generation` (see [`nfnl::Nfnl::apply`]).
+    fn apply_fast(
+        &mut self,
+        cmds: &[FastCmd],
+        generation: u32,
+    ) -> Result<nfnl::Applied, NfnlError> {
+        let _ = (cmds, generation);
+        Err(NfnlError::Io(
+            "this executor has no nf_tables socket".to_string(),
+        ))
+    }
 }
 
 /// The real executor: the `nft` binary, optionally inside a named network
-/// namespace (`ip netns exec NAME nft ...`, for tests and benchmarks).
-#[derive(Debug, Clone, Default)]
+/// namespace (`ip netns exec NAME nft ...`, for tests and benchmarks), plus
+/// an nf_tables netlink socket in the same namespace for the generation
+/// and the fast batches ([`nfnl`]).
+#[derive(Default)]
 pub struct NftCli {
     netns: Option<String>,
     binary: Option<String>,
+    nfnl: FastSocket,
+}
+
+/// The netlink side of [`NftCli`], opened on first use.
+#[derive(Default)]
+enum FastSocket {
+    #[default]
+    NotOpened,
+    Open(nfnl::Nfnl),
+    /// Opening failed (no permission, no nf_tables): CLI only, reason kept.
+    Unavailable(String),
+}
+
+impl std::fmt::Debug for NftCli {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NftCli")
+            .field("netns", &self.netns)
+            .field("binary", &self.binary)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A clone drives the same namespace with a socket of its own.
+impl Clone for NftCli {
+    fn clone(&self) -> Self {
+        NftCli {
+            netns: self.netns.clone(),
+            binary: self.binary.clone(),
+            nfnl: FastSocket::NotOpened,
+        }
+    }
 }
 
 impl NftCli {
@@ -81,7 +135,32 @@ impl NftCli {
     pub fn in_netns(name: &str) -> Self {
         NftCli {
             netns: Some(name.to_string()),
-            binary: None,
+            ..NftCli::default()
+        }
+    }
+
+    fn socket(&mut self) -> Option<&mut nfnl::Nfnl> {
+        if let FastSocket::NotOpened = self.nfnl {
+            let opened = match &self.netns {
+                Some(ns) => nfnl::Nfnl::open_in_netns(ns),
+                None => nfnl::Nfnl::open(),
+            };
+            self.nfnl = match opened {
+                Ok(s) => FastSocket::Open(s),
+                Err(e) => FastSocket::Unavailable(e.to_string()),
+            };
+        }
+        match &mut self.nfnl {
+            FastSocket::Open(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Why the netlink side is not in use, if it is not.
+    pub fn fast_unavailable(&self) -> Option<&str> {
+        match &self.nfnl {
+            FastSocket::Unavailable(why) => Some(why),
+            _ => None,
         }
     }
 
@@ -153,9 +232,49 @@ impl NftExec for NftCli {
     }
 
     fn list(&mut self) -> Result<Option<String>, NftError> {
+        self.list_args(&["-j", "list", "table", FAMILY, TABLE])
+    }
+
+    fn list_map(&mut self, name: &str) -> Result<Option<String>, NftError> {
+        self.list_args(&["-j", "list", "map", FAMILY, TABLE, name])
+    }
+
+    fn generation(&mut self) -> Option<u32> {
+        let gen = self.socket()?.generation();
+        match gen {
+            Ok(g) => Some(g),
+            Err(e) => {
+                // A broken socket is reopened next time.
+                self.nfnl = FastSocket::NotOpened;
+                tracing::debug!(event = "nft_generation_failed", error = %e);
+                None
+            }
+        }
+    }
+
+    fn apply_fast(
+        &mut self,
+        cmds: &[FastCmd],
+        generation: u32,
+    ) -> Result<nfnl::Applied, NfnlError> {
+        let Some(sock) = self.socket() else {
+            return Err(NfnlError::Io(
+                self.fast_unavailable().unwrap_or("no socket").to_string(),
+            ));
+        };
+        let r = sock.apply(cmds, generation);
+        if let Err(NfnlError::Io(_)) = r {
+            self.nfnl = FastSocket::NotOpened;
+        }
+        r
+    }
+}
+
+impl NftCli {
+    fn list_args(&mut self, args: &[&str]) -> Result<Option<String>, NftError> {
         let out = self
             .command()
-            .args(["-j", "list", "table", FAMILY, TABLE])
+            .args(args)
             .stdin(Stdio::null())
             .output()
             .map_err(|e| NftError::Spawn(e.to_string()))?;

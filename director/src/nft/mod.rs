@@ -1,30 +1,55 @@
 //! # The nftables dataplane
 //!
 //! The whole service table as one nftables table, `inet director`, owned by
-//! the director and programmed level-triggered: every pass dumps it
-//! (`nft -j list table inet director`), compiles the desired table into the
-//! same shape ([`compile`]), diffs the two ([`plan`]) and applies only the
-//! difference as one `nft -f` script, which nft sends as one netlink batch:
-//! the kernel commits all of it or none of it. A table that already matches
-//! (a daemon restart) gets no command at all: startup adopts, never flushes.
-//! A hand-deleted element, rule or chain, or `nft flush ruleset`, is a
-//! difference like any other and the next pass restores it.
+//! the director and programmed level-triggered: a pass compares the desired
+//! table ([`compile`]) with what the kernel holds, diffs the two ([`plan`])
+//! and applies only the difference as one transaction: the kernel commits
+//! all of it or none of it. A table that already matches (a daemon restart)
+//! gets no command at all: startup adopts, never flushes. A hand-deleted
+//! element, rule or chain, or `nft flush ruleset`, is a difference like any
+//! other and the next pass restores it.
 //!
-//! ## Why the nft CLI (text in, JSON out) and not netlink
+//! ## Two ways to the kernel: the nft CLI and netlink
 //!
 //! nf_tables' netlink API is a bytecode (registers, expressions, set
-//! descriptors, batch begin/end); speaking it directly means re-implementing
+//! descriptors, batch begin/end); speaking all of it means re-implementing
 //! libnftnl plus nft's evaluator (dependency expressions such as the implicit
 //! `meta nfproto` before `ip daddr`, concatenation padding, set key sizes),
-//! without `unsafe` and with no maintained pure-Rust crate on this host. The
-//! CLI gives us the kernel's own validation and error positions
-//! (`/dev/stdin:LINE:COL: Error: ...`, mapped back to the service that
-//! emitted the line) and a documented JSON dump (libnftables-json(5)). Its
-//! cost is a process and a cache fill per call: measured on this host (Debian
-//! 12, kernel 6.1, nft 1.0.6, 5,000 services x 4 real servers), see
-//! `tests/src/bin/nft-bench.rs` and the report in the commit log; the
-//! per-destination churn is kept in set *elements* precisely because an
-//! element change is the cheapest transaction nft can make.
+//! without `unsafe` and with no maintained pure-Rust crate on this host. So
+//! the structure (table, chains, set declarations, rules) goes through the
+//! `nft` CLI: text in (one `nft -f` script per transaction), JSON out
+//! (`nft -j list table`, libnftables-json(5)), with the kernel's own
+//! validation and error positions (`/dev/stdin:LINE:COL: Error: ...`, mapped
+//! back to the service that emitted the line).
+//!
+//! The CLI is slow at scale, though: every call fills nft's cache with every
+//! chain and set of the table (40 ms at 5,000 services before the change
+//! itself; 3.8 s if the script replaces a rule by handle, which makes nft
+//! load every rule), and a dump takes seconds. The hot path is therefore
+//! native ([`nfnl`]):
+//!
+//! - **No dump while nothing changed.** nf_tables counts committed
+//!   transactions (`NFT_MSG_GETGEN`). A pass remembers the table it saw or
+//!   wrote and the generation it belongs to; while the generation has not
+//!   moved, no one (no `nft` command, no other program) has changed the
+//!   ruleset, and the remembered table *is* the kernel's. Any foreign
+//!   commit moves it, and the next pass dumps and repairs as before.
+//!   Affinity maps are the exception (the packet path fills them without a
+//!   transaction): those the plan must clean are re-read one by one.
+//! - **Element changes as one netlink batch.** A destination change adds
+//!   and deletes set elements and, for `rr`/`wrr`, replaces the selector
+//!   rule whose `numgen inc mod N` follows the slot count. When every
+//!   command of a plan has a netlink form, the plan is sent as one batch
+//!   of `NEWSETELEM`/`DELSETELEM`/`NEWRULE(replace)` messages, guarded by
+//!   `NFNL_BATCH_GENID`: if anyone committed since the generation the plan
+//!   was made against, the kernel refuses the whole batch (`ERESTART`) and
+//!   the pass dumps and plans again. Otherwise (new services, structure
+//!   repairs) the plan goes to `nft -f`.
+//!
+//! The byte layouts of the netlink side are pinned against what nft 1.0.6
+//! sends for the same commands (`testdata/nfnl/`). Measured on this host
+//! (Debian 12, nft 1.0.6, 5,000 services x 4 real servers): see
+//! `tests/src/bin/nft-bench.rs` and the README.
 //!
 //! ## Ruleset shape
 //!
@@ -72,13 +97,13 @@
 //! Weight 0 (drain) removes the server from the selection map but keeps it in
 //! the registry; conntrack keeps the DNAT binding of its established flows.
 //!
-//! Cost model (why elements): rules and chains are validated by the kernel
-//! on every change of the table they are in, and nft rewrites a rule as a
-//! delete + add; an element add/delete is a set operation. A one-destination
-//! change of `mh`/`sh` (fixed table size) is a handful of element commands;
-//! for `rr`/`wrr` the slot count changes with the number of active servers,
-//! so the service's own chain (3 rules) is rewritten too, in the same
-//! transaction. Nothing else is re-emitted.
+//! Cost model (why elements): an element add/delete is a set operation,
+//! while rules are bytecode the kernel validates. A one-destination change
+//! of `mh`/`sh` (fixed table size) is a handful of element commands; for
+//! `rr`/`wrr` the slot count changes with the number of active servers, so
+//! the service's selector rule is replaced too (in place, by handle, over
+//! netlink; as `flush chain` + `add rule`s of that one chain through nft),
+//! in the same transaction. Nothing else is re-emitted.
 //!
 //! ## Persistence
 //!
@@ -109,12 +134,15 @@
 //! with its name and left as it is in the kernel. A refused transaction is
 //! retried without the services nft blamed (by line number), so good
 //! services still land and the bad one is named; if nft blames no line,
-//! each owner gets its own transaction.
+//! each owner gets its own transaction. A netlink batch the kernel refuses
+//! applied nothing; the same plan then goes through nft, which names the
+//! line and so the service.
 
 pub mod compile;
 pub mod dump;
 pub mod exec;
 pub mod model;
+pub mod nfnl;
 pub mod plan;
 pub mod status;
 
@@ -138,11 +166,54 @@ pub struct NftDataplane {
     exec: Box<dyn NftExec>,
     flows: Box<dyn FlowSource>,
     scope: Scope,
+    /// What the kernel held after the last pass, valid while the nf_tables
+    /// generation has not moved (see "Passes without a dump").
+    cache: Option<Cached>,
+    paths: PathCounts,
+}
+
+/// The table as of `generation`.
+struct Cached {
+    generation: u32,
+    ruleset: Option<Ruleset>,
+    /// The `allowed_values` of every dynamic (affinity) map when cached.
+    allowed: BTreeMap<String, Vec<String>>,
+    /// Dynamic maps whose last plan deleted entries: established flows to
+    /// a drained server can re-add them, so they are re-read every pass
+    /// until one comes back clean.
+    dirty: BTreeSet<String>,
+}
+
+/// How the passes so far reached the kernel (for benchmarks and tests; the
+/// daemon logs the path of each pass that changed something).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PathCounts {
+    /// Passes that read the whole table (`nft -j list table`).
+    pub dumps: u64,
+    /// Passes that trusted the cached table (generation unchanged).
+    pub cached: u64,
+    /// Changes applied as one netlink batch.
+    pub fast_batches: u64,
+    /// Changes applied through `nft -f` (one or more transactions).
+    pub cli_applies: u64,
+    /// Fast batches the kernel refused because the ruleset had changed.
+    pub generation_conflicts: u64,
 }
 
 impl NftDataplane {
     pub fn new(exec: Box<dyn NftExec>, flows: Box<dyn FlowSource>, scope: Scope) -> Self {
-        NftDataplane { exec, flows, scope }
+        NftDataplane {
+            exec,
+            flows,
+            scope,
+            cache: None,
+            paths: PathCounts::default(),
+        }
+    }
+
+    /// How the passes so far reached the kernel.
+    pub fn path_counts(&self) -> PathCounts {
+        self.paths
     }
 
     pub fn scope(&self) -> Scope {
@@ -273,15 +344,232 @@ impl Dataplane for NftDataplane {
     }
 
     fn pass(&mut self, input: &PassInput<'_>) -> PassReport {
+        // A fast batch refused because someone else committed first is
+        // planned again once, against a fresh dump.
+        for _ in 0..2 {
+            if let Some(report) = self.pass_once(input) {
+                return report;
+            }
+            self.paths.generation_conflicts += 1;
+            self.cache = None;
+        }
+        PassReport {
+            dump_error: Some(
+                "the nf_tables ruleset changed under two passes in a row; next pass retries".into(),
+            ),
+            ..PassReport::default()
+        }
+    }
+
+    fn status(&mut self) -> Result<DataplaneStatus, KernelError> {
+        Ok(DataplaneStatus {
+            table: self.table()?,
+            timeouts: None,
+            sync_daemons: Vec::new(),
+        })
+    }
+
+    fn table(&mut self) -> Result<KernelTable, KernelError> {
+        let rs = self
+            .dump()
+            .map_err(|e| nft_to_kernel("nft -j list table inet director", e))?;
+        let flows = self.flows.flows().map_err(|detail| KernelError::Io {
+            what: "conntrack dump".to_string(),
+            detail,
+        })?;
+        Ok(status::table(rs.as_ref(), &flows))
+    }
+}
+
+/// How a pass's commands reached the kernel.
+enum Applied {
+    Nothing,
+    Fast(nfnl::Applied),
+    Cli,
+}
+
+impl NftDataplane {
+    /// The kernel's table: the cached one when the generation has not
+    /// moved (affinity maps re-read where they may hold stale entries),
+    /// else a dump.
+    fn read_kernel(
+        &mut self,
+        generation: Option<u32>,
+        want: Option<&Ruleset>,
+    ) -> Result<Option<Ruleset>, NftError> {
+        if let (Some(g), Some(c)) = (generation, self.cache.take()) {
+            if c.generation == g {
+                let mut rs = c.ruleset;
+                if let (Some(rs), Some(want)) = (rs.as_mut(), want) {
+                    self.refresh_dynamic(rs, want, &c.allowed, &c.dirty)?;
+                }
+                self.paths.cached += 1;
+                return Ok(rs);
+            }
+            tracing::info!(
+                event = "nft_generation_moved",
+                cached = c.generation,
+                now = g,
+                detail = "someone else committed to nf_tables; reading the table back"
+            );
+        }
+        self.paths.dumps += 1;
+        self.dump()
+    }
+
+    /// Re-reads the affinity maps whose cached entries cannot be trusted:
+    /// the packet path adds entries without a transaction, so the cache
+    /// only knows them as of the last read. Needed where the plan deletes
+    /// entries: a service whose active servers changed, or whose last
+    /// pass deleted some.
+    fn refresh_dynamic(
+        &mut self,
+        rs: &mut Ruleset,
+        want: &Ruleset,
+        allowed: &BTreeMap<String, Vec<String>>,
+        dirty: &BTreeSet<String>,
+    ) -> Result<(), NftError> {
+        let leaders: Vec<&String> = want
+            .sets
+            .iter()
+            .filter(|(n, w)| {
+                w.dynamic
+                    && w.follows.is_none()
+                    && (allowed.get(*n) != Some(&w.allowed_values) || dirty.contains(*n))
+            })
+            .map(|(n, _)| n)
+            .collect();
+        for leader in leaders {
+            let followers = want
+                .sets
+                .iter()
+                .filter(|(_, w)| w.follows.as_ref() == Some(leader))
+                .map(|(n, _)| n);
+            for name in std::iter::once(leader).chain(followers) {
+                match self.exec.list_map(name)? {
+                    Some(json) => {
+                        let mut one = dump::parse(&json).map_err(NftError::Parse)?;
+                        if let (Some(fresh), Some(slot)) =
+                            (one.sets.remove(name), rs.sets.get_mut(name))
+                        {
+                            slot.elements = fresh.elements;
+                        }
+                    }
+                    None => {
+                        rs.sets.remove(name);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a plan: as one netlink batch guarded by `generation` when
+    /// every command has a netlink form, else through nft. `None`: the
+    /// generation check failed (nothing applied).
+    fn apply_plan(
+        &mut self,
+        cmds: &[Cmd],
+        generation: Option<u32>,
+    ) -> Option<(BTreeMap<Owner, String>, Applied)> {
+        if cmds.is_empty() {
+            return Some((BTreeMap::new(), Applied::Nothing));
+        }
+        let fast: Option<Vec<nfnl::FastCmd>> = cmds.iter().map(|c| c.fast.clone()).collect();
+        if let (Some(g), Some(fast)) = (generation, fast) {
+            if fast.len() <= nfnl::MAX_BATCH_MESSAGES {
+                match self.exec.apply_fast(&fast, g) {
+                    Ok(applied) => {
+                        tracing::info!(
+                            event = "nft_applied",
+                            path = "netlink",
+                            commands = fast.len(),
+                            generation = g
+                        );
+                        self.paths.fast_batches += 1;
+                        return Some((BTreeMap::new(), Applied::Fast(applied)));
+                    }
+                    Err(nfnl::NfnlError::GenerationChanged) => return None,
+                    // Nothing was applied; nft names what is wrong in
+                    // terms of script lines and services.
+                    Err(e) => tracing::debug!(event = "nft_fast_batch_refused", error = %e),
+                }
+            }
+        }
+        self.paths.cli_applies += 1;
+        tracing::info!(event = "nft_applied", path = "nft", commands = cmds.len());
+        Some((self.apply(cmds), Applied::Cli))
+    }
+
+    /// Remembers what the kernel holds after this pass, if it is known
+    /// exactly: after nothing or a fast batch (the generation moved by
+    /// exactly our one commit). After nft transactions the next pass dumps.
+    fn remember(
+        &mut self,
+        generation: Option<u32>,
+        want: Option<Ruleset>,
+        have: Option<Ruleset>,
+        cmds: &[Cmd],
+        applied: Applied,
+    ) {
+        self.cache = None;
+        let Some(g) = generation else {
+            return;
+        };
+        // What the affinity maps were allowed to hold (the dump does not
+        // know which maps are dynamic; the desired table does).
+        let mut allowed = BTreeMap::new();
+        if let Some(w) = &want {
+            for (name, set) in &w.sets {
+                if set.dynamic && set.follows.is_none() {
+                    allowed.insert(name.clone(), set.allowed_values.clone());
+                }
+            }
+        }
+        let (ruleset, generation) = match applied {
+            Applied::Cli => return,
+            Applied::Nothing => (have, g),
+            Applied::Fast(echo) => {
+                let after = g.wrapping_add(1);
+                if self.exec.generation() != Some(after) {
+                    return;
+                }
+                (want.map(|w| after_fast(w, have, cmds, &echo)), after)
+            }
+        };
+        let mut dirty = BTreeSet::new();
+        for c in cmds {
+            if let Some(nfnl::FastCmd::Elements {
+                op: nfnl::ElemOp::Delete,
+                set,
+                ..
+            }) = &c.fast
+            {
+                if allowed.contains_key(set) {
+                    dirty.insert(set.clone());
+                }
+            }
+        }
+        self.cache = Some(Cached {
+            generation,
+            ruleset,
+            allowed,
+            dirty,
+        });
+    }
+
+    /// One pass; `None` when its fast batch lost a generation race.
+    fn pass_once(&mut self, input: &PassInput<'_>) -> Option<PassReport> {
         let mut report = PassReport::default();
-        let have = match self.dump() {
+        let compiled = compile::compile(input.desired, input.snat, self.scope);
+        let generation = self.exec.generation();
+        let have = match self.read_kernel(generation, compiled.ruleset.as_ref()) {
             Ok(h) => h,
             Err(e) => {
                 report.dump_error = Some(format!("nft -j list table inet director: {e}"));
-                return report;
+                return Some(report);
             }
         };
-        let compiled = compile::compile(input.desired, input.snat, self.scope);
         report
             .nat_errors
             .extend(compiled.snat_errors.iter().cloned());
@@ -302,12 +590,16 @@ impl Dataplane for NftDataplane {
                 freeze(w, h, &model::service_id(key));
             }
         }
-        let cmds = plan::plan(want.as_ref(), have.as_ref());
-        let failed = if cmds.is_empty() {
-            BTreeMap::new()
-        } else {
-            self.apply(&cmds)
-        };
+        // The netlink form first (rules replaced in place); if any command
+        // has no netlink form, the whole plan goes to nft in nft's cheap form.
+        let mut cmds = Vec::new();
+        if generation.is_some() {
+            cmds = plan::plan_with(want.as_ref(), have.as_ref(), plan::RuleEdits::InPlace);
+        }
+        if generation.is_none() || cmds.iter().any(|c| c.fast.is_none()) {
+            cmds = plan::plan(want.as_ref(), have.as_ref());
+        }
+        let (failed, applied) = self.apply_plan(&cmds, generation)?;
 
         let key_of = |o: &Owner| match o {
             Owner::Service(id) => model::parse_service_id(id),
@@ -359,27 +651,60 @@ impl Dataplane for NftDataplane {
                 report.repairs.push(c.what.clone());
             }
         }
-        report
+        self.remember(generation, want, have, &cmds, applied);
+        Some(report)
     }
+}
 
-    fn status(&mut self) -> Result<DataplaneStatus, KernelError> {
-        Ok(DataplaneStatus {
-            table: self.table()?,
-            timeouts: None,
-            sync_daemons: Vec::new(),
-        })
+/// The table after a fast batch: the desired one, with the kernel handles
+/// of its rules (kept ones from the dump, replaced ones from the kernel's
+/// echo) and the affinity maps' entries as read minus those deleted.
+fn after_fast(
+    mut want: Ruleset,
+    have: Option<Ruleset>,
+    cmds: &[Cmd],
+    echo: &nfnl::Applied,
+) -> Ruleset {
+    let have = have.unwrap_or_default();
+    for (name, chain) in &mut want.chains {
+        let old = have.chains.get(name);
+        for (i, r) in chain.rules.iter_mut().enumerate() {
+            let kept = old
+                .and_then(|o| o.rules.get(i))
+                .filter(|h| h.comment == r.comment)
+                .and_then(|h| h.handle);
+            r.handle = kept.or_else(|| {
+                echo.new_rules
+                    .iter()
+                    .find(|(c, _, comment)| c == name && *comment == r.comment)
+                    .map(|(_, handle, _)| *handle)
+            });
+        }
     }
-
-    fn table(&mut self) -> Result<KernelTable, KernelError> {
-        let rs = self
-            .dump()
-            .map_err(|e| nft_to_kernel("nft -j list table inet director", e))?;
-        let flows = self.flows.flows().map_err(|detail| KernelError::Io {
-            what: "conntrack dump".to_string(),
-            detail,
-        })?;
-        Ok(status::table(rs.as_ref(), &flows))
+    for (name, set) in &mut want.sets {
+        if !set.dynamic {
+            continue;
+        }
+        if let Some(h) = have.sets.get(name) {
+            set.elements = h.elements.clone();
+        }
+        for c in cmds {
+            if let Some(nfnl::FastCmd::Elements {
+                op: nfnl::ElemOp::Delete,
+                set: target,
+                elems,
+                ..
+            }) = &c.fast
+            {
+                if target == name {
+                    for (k, _) in elems {
+                        set.elements.remove(k);
+                    }
+                }
+            }
+        }
     }
+    want
 }
 
 #[cfg(test)]

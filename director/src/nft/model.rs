@@ -90,6 +90,9 @@ pub struct Rule {
     pub text: String,
     /// Kernel handle (dump side only).
     pub handle: Option<u64>,
+    /// The same rule as netlink bytecode, for the rules the director can
+    /// write without nft (desired side only; see [`super::nfnl`]).
+    pub fast: Option<super::nfnl::NumgenRule>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

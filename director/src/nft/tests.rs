@@ -451,6 +451,9 @@ impl NftExec for Fake {
     fn list(&mut self) -> Result<Option<String>, NftError> {
         Ok(self.dump.clone())
     }
+    fn list_map(&mut self, _name: &str) -> Result<Option<String>, NftError> {
+        Ok(None)
+    }
 }
 
 #[test]
