@@ -125,6 +125,14 @@ pub struct Config {
     /// our own advert and a gratuitous burst (split-brain heal). keepalived's
     /// default (`lower_prio_no_advert` false); RFC 5798 6.4.3 would discard.
     pub lower_prio_advert: bool,
+    /// As master, send one last advert (with our priority) before stepping
+    /// down for a higher-priority one, so that the winner hears a lower
+    /// master and re-sends gratuitous ARP/NA (see `lower_prio_advert`):
+    /// after a partition heals, the loser's GARPs may be the last ones the
+    /// switches and neighbours saw. keepalived's `higher_prio_send_advert`;
+    /// on by default here (off in keepalived) so that the heal does not
+    /// depend on which master's advert crosses first.
+    pub higher_prio_send_advert: bool,
     /// Require TTL/Hop Limit 255 on unicast adverts too. RFC 5798 says
     /// always; keepalived checks multicast only, and its IPv6 unicast adverts
     /// leave with the default hop limit (64 in our captures), so the default
@@ -151,6 +159,7 @@ impl Config {
             auth: V2Auth::None,
             garp: GarpConfig::default(),
             lower_prio_advert: true,
+            higher_prio_send_advert: true,
             unicast_ttl_check: false,
             shutdown: ShutdownMode::Release,
         }

@@ -25,7 +25,9 @@
 //! - Deviations, all keepalived's behaviour and all configurable: a master
 //!   hearing a lower-priority master answers at once and re-sends
 //!   gratuitous ARP/NA (split-brain heal, rate-limited by
-//!   `garp.lower_prio_delay`); `preempt_delay`; the GARP schedule; no TTL
+//!   `garp.lower_prio_delay`), and a master stepping down sends one last
+//!   advert so that the winner always hears it (`higher_prio_send_advert`,
+//!   on by default here); `preempt_delay`; the GARP schedule; no TTL
 //!   check on unicast by default; an owner (priority 255) processes adverts
 //!   for that heal but never steps down, where RFC 5798 7.1 has it discard
 //!   them all.
@@ -789,6 +791,11 @@ impl Instance {
             };
             let down = self.master_down_interval();
             self.enter_backup(now, reason, down, out);
+            if self.config.higher_prio_send_advert {
+                // keepalived higher_prio_send_advert: our last advert makes
+                // the winner re-announce the VIPs (split-brain heal).
+                self.push_advert(self.priority, out);
+            }
             self.master = Some(from);
             return;
         }

@@ -437,6 +437,8 @@ fn master_steps_down_for_higher_priority_or_address() {
                 assert!(actions.contains(&Action::RemoveVips {
                     addresses: vec![ip(VIP)]
                 }));
+                // higher_prio_send_advert: one last advert, our priority.
+                assert_eq!(sent_priorities(&actions), vec![100]);
                 assert!(!m.vips_set());
                 // Learned 200 cs: 3 * 2000 + 156 * 200 / 256 cs.
                 assert_eq!(m.next_deadline(), Some(now + Duration::from_millis(7210)));
@@ -487,6 +489,17 @@ fn master_heals_split_brain_on_lower_priority_advert() {
     let mut m = master(c);
     let now = m.last_transition.unwrap().at + Duration::from_millis(100);
     assert!(m.handle(now, Rx::v3("10.0.0.9", 100).input()).is_empty());
+}
+
+#[test]
+fn stepping_down_silently_when_asked() {
+    let mut c = config(100);
+    c.higher_prio_send_advert = false;
+    let mut m = master(c);
+    let now = m.last_transition.unwrap().at + Duration::from_millis(100);
+    let actions = m.handle(now, Rx::v3("10.0.0.9", 200).input());
+    assert_eq!(m.state(), State::Backup);
+    assert!(sent_priorities(&actions).is_empty());
 }
 
 #[test]
