@@ -1,14 +1,39 @@
 //! # vrrp — VRRP v2/v3 for director (map of the crate)
 //!
-//! This crate will hold the Virtual Router Redundancy Protocol side of the
-//! director. It is empty until the VRRP issue lands; this map records the
-//! intended shape so that the other crates can be written against it.
+//! The Virtual Router Redundancy Protocol side of the director: deciding
+//! which box holds the VIPs. Everything here is pure (sans-IO, DESIGN.md
+//! principle 1): bytes and time go in, data comes out.
 //!
-//! - `codec`: VRRPv2 (RFC 3768) and VRRPv3 (RFC 5798) adverts over IPv4 and
-//!   IPv6, as a view over received bytes plus a validated repr, checksums
-//!   included (v3 over IPv4 uses the pseudo-header, RFC 5798 5.2.8).
-//! - `machine`: the sans-IO state machine of RFC 5798 section 6
-//!   (Initialize/Backup/Master plus Fault) with `handle(now, input) ->
-//!   actions` and `next_deadline()`; time is an input.
-//! - `driver`: the tokio driver that owns the raw IPPROTO 112 sockets and the
-//!   timers, and hands VIP changes to the director's kernel layer as data.
+//! - [`codec`]: VRRPv2 (RFC 3768) and VRRPv3 (RFC 5798) adverts over IPv4
+//!   and IPv6, as a view over received bytes ([`codec::Packet`]) plus a
+//!   validated repr ([`codec::Advert`]); [`codec::decode`] /
+//!   [`codec::encode`], checksums included (v3 with the IPv4/IPv6
+//!   pseudo-header, RFC 5798 5.2.8); [`codec::parse_ipv4`] and
+//!   [`codec::strip_ah`] for the headers a raw socket hands over.
+//!   Round-trip tested against keepalived captures in `testdata/`
+//!   (regenerate with `testdata/capture.sh`).
+//! - [`machine`]: the state machine of RFC 5798 section 6 (Initialize,
+//!   Backup, Master, plus keepalived's Fault) as [`machine::Instance`] with
+//!   `handle(now, Input) -> Vec<Action>` and `next_deadline()`; receive
+//!   validation and RFC 6527-style counters; split-brain heal; gratuitous
+//!   ARP/NA schedule; status for `directorctl vrrp`.
+//! - [`group`]: sync groups (keepalived `vrrp_sync_group` semantics) as pure
+//!   logic over member states.
+//! - [`time`]: [`time::Time`], the milliseconds clock the driver feeds.
+//! - `fuzz/` (not a workspace member): `cargo fuzz run advert`, the same
+//!   check the proptests in `tests/fuzz_codec.rs` run on stable.
+//! - Future: `driver`, the tokio driver owning the raw IPPROTO 112 sockets
+//!   and timers, handing VIP changes to the director's kernel layer as data.
+
+pub mod codec;
+pub mod group;
+pub mod machine;
+pub mod time;
+
+#[doc(hidden)]
+pub mod fuzzing;
+
+pub use codec::{decode, encode, Advert, DecodeError, Received};
+pub use group::SyncGroup;
+pub use machine::{Action, Config, Input, Instance, State};
+pub use time::Time;
