@@ -22,10 +22,14 @@
 //! - [`time`]: [`time::Time`], the milliseconds clock the driver feeds.
 //! - `fuzz/` (not a workspace member): `cargo fuzz run advert`, the same
 //!   check the proptests in `tests/fuzz_codec.rs` run on stable.
-//! - Future: `driver`, the tokio driver owning the raw IPPROTO 112 sockets
-//!   and timers, handing VIP changes to the director's kernel layer as data.
+//! - [`driver`]: the async driver: one task for all instances, timers from
+//!   their deadlines (lateness measured), packets demultiplexed by port and
+//!   VRID, adverts out through an [`driver::AdvertSink`] per port, every
+//!   other action handed to the host as an ordered, sequence-numbered
+//!   [`driver::HostEvent`] (the director adds the VIPs, then announces them).
 
 pub mod codec;
+pub mod driver;
 pub mod group;
 pub mod machine;
 pub mod time;
