@@ -22,12 +22,18 @@
 //! - [`time`]: [`time::Time`], the milliseconds clock the driver feeds.
 //! - `fuzz/` (not a workspace member): `cargo fuzz run advert`, the same
 //!   check the proptests in `tests/fuzz_codec.rs` run on stable.
+//! - [`net`]: the I/O under the driver (Linux): [`net::interface`] facts,
+//!   [`net::VrrpSocket`] (raw IP protocol 112 per interface and family,
+//!   tokio-async, TTL/Hop Limit 255, multicast join, IPv6 packet info) and
+//!   [`net::Announcer`] (gratuitous ARP, unsolicited NA); every socket
+//!   option documented with its RFC in the module docs.
 //! - Future: `driver`, the tokio driver owning the raw IPPROTO 112 sockets
 //!   and timers, handing VIP changes to the director's kernel layer as data.
 
 pub mod codec;
 pub mod group;
 pub mod machine;
+pub mod net;
 pub mod time;
 
 #[doc(hidden)]
