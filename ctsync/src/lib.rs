@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! # ctsync — conntrack replication for director (map of the crate)
 //!
 //! Empty until the conntrack-sync issue lands. Intended shape:

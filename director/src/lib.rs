@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! # director — the daemon's library (map of the crate)
 //!
 //! Data flows one way (see DESIGN.md):

@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! # healthcheck — real-server health checks for director (map of the crate)
 //!
 //! Empty until the health-check issue lands. Intended shape:

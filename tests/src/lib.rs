@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! # director-tests — cross-crate integration tests (map of the crate)
 //!
 //! - `tests/lab/run`: boots Debian's stock kernel (IPVS as modules) in qemu

@@ -27,11 +27,17 @@
 //!   VRID, adverts out through an [`driver::AdvertSink`] per port, every
 //!   other action handed to the host as an ordered, sequence-numbered
 //!   [`driver::HostEvent`] (the director adds the VIPs, then announces them).
+//! - [`net`]: the I/O under the driver (Linux): [`net::interface`] facts,
+//!   [`net::VrrpSocket`] (raw IP protocol 112 per interface and family,
+//!   tokio-async, TTL/Hop Limit 255, multicast join, IPv6 packet info) and
+//!   [`net::Announcer`] (gratuitous ARP, unsolicited NA); every socket
+//!   option documented with its RFC in the module docs.
 
 pub mod codec;
 pub mod driver;
 pub mod group;
 pub mod machine;
+pub mod net;
 pub mod time;
 
 #[doc(hidden)]
