@@ -119,38 +119,46 @@ impl VrrpSocket {
     /// kernel adds the IP header: source [`local_addr`](Self::local_addr),
     /// TTL / Hop Limit 255, protocol 112.
     pub async fn send(&self, payload: &[u8], dst: IpAddr) -> io::Result<()> {
-        let n = match (self.src, dst) {
-            (IpAddr::V4(src), IpAddr::V4(dst)) => {
-                self.io
-                    .async_io(Interest::WRITABLE, |s| {
-                        sys::send_v4(s, payload, src, self.ifindex, dst)
-                    })
-                    .await?
-            }
+        let n = self
+            .io
+            .async_io(Interest::WRITABLE, |s| self.send_on(s, payload, dst))
+            .await?;
+        self.check_len(n, payload.len())
+    }
+
+    /// [`send`](Self::send) without waiting for room in the socket buffer:
+    /// a full buffer is `WouldBlock`. The driver uses this, so a stuck
+    /// interface costs an advert (counted), never a late timer.
+    pub fn try_send(&self, payload: &[u8], dst: IpAddr) -> io::Result<()> {
+        let n = self.send_on(self.io.get_ref(), payload, dst)?;
+        self.check_len(n, payload.len())
+    }
+
+    fn send_on(&self, s: &Socket, payload: &[u8], dst: IpAddr) -> io::Result<usize> {
+        match (self.src, dst) {
+            (IpAddr::V4(src), IpAddr::V4(dst)) => sys::send_v4(s, payload, src, self.ifindex, dst),
             (IpAddr::V6(_), IpAddr::V6(dst)) => {
                 // Bound to the source address already (see open_v6).
                 let to = SocketAddr::V6(SocketAddrV6::new(dst, 0, 0, self.ifindex));
-                self.io
-                    .async_io(Interest::WRITABLE, |s| s.send_to(payload, &to.into()))
-                    .await?
+                s.send_to(payload, &to.into())
             }
-            _ => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!(
-                        "{} destination {dst} on the {} VRRP socket of {}",
-                        sys::family_name(dst),
-                        sys::family_name(self.src),
-                        self.ifname
-                    ),
-                ))
-            }
-        };
-        if n != payload.len() {
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} destination {dst} on the {} VRRP socket of {}",
+                    sys::family_name(dst),
+                    sys::family_name(self.src),
+                    self.ifname
+                ),
+            )),
+        }
+    }
+
+    fn check_len(&self, n: usize, want: usize) -> io::Result<()> {
+        if n != want {
             return Err(io::Error::other(format!(
-                "short VRRP send on {}: {n} of {} bytes",
-                self.ifname,
-                payload.len()
+                "short VRRP send on {}: {n} of {want} bytes",
+                self.ifname
             )));
         }
         Ok(())
