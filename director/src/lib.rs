@@ -20,10 +20,12 @@
 //! - [`genl_watch`]: generic-netlink family events (ip_vs module reloads).
 //! - [`dataplane`]: the `Dataplane` trait (IPVS or nftables) and `auto` choice.
 //! - [`sysctl`]: the kernel settings each dataplane depends on, set and reported.
+//! - [`rtnl`]: rtnetlink: VIPs on interfaces (`Addresses`, with a recording
+//!   fake), interface indexes, link up/down events (`LinkWatch`).
 //! - [`nft`]: the nftables dataplane (`inet director` table via the nft CLI).
 //! - [`daemon`]: `director run`: reconcile loop, triggers, control socket.
 //!
-//! Only `ipvs`, `nft`, `sysctl` and `conntrack` write to the kernel.
+//! Only `ipvs`, `nft`, `sysctl`, `conntrack` and `rtnl` write to the kernel.
 
 pub mod config;
 pub mod conntrack;
@@ -41,4 +43,5 @@ pub mod model;
 pub mod netlink;
 pub mod nft;
 pub mod reconcile;
+pub mod rtnl;
 pub mod sysctl;

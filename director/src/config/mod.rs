@@ -17,10 +17,13 @@
 //! 2. **Semantics** (`validate.rs`): a plain walk over the raw structs that
 //!    checks ranges, formats (addresses, durations, netmasks), defaults,
 //!    exclusive and dependent keys, and cross-references (duplicate services,
-//!    sync-group members, VRID clashes). It collects *all* errors, each at the
-//!    span of the offending value (or of the table header when a required
-//!    key is missing), so one `director check` run shows everything that is
-//!    wrong instead of one error per edit-and-retry cycle.
+//!    sync-group members, tracked vrrp_scripts, VRID clashes). It collects
+//!    *all* errors, each at the span of the offending value (or of the table
+//!    header when a required key is missing), so one `director check` run
+//!    shows everything that is wrong instead of one error per
+//!    edit-and-retry cycle. Programs to run (`vrrp_script`, `notify_*`) are
+//!    argv arrays with an absolute path: the keepalived habit of a shell
+//!    string is refused with the array to write instead.
 //!
 //! Keeping the phases apart keeps each simple: serde does what it is good at
 //! (shape and types, with spans), and the rules users actually trip over

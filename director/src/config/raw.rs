@@ -20,6 +20,7 @@ pub(crate) type Opt<T> = Option<Spanned<T>>;
 pub(crate) struct RawConfig {
     pub global: Opt<RawGlobal>,
     pub vrrp_instance: Option<Vec<S<RawVrrp>>>,
+    pub vrrp_script: Option<Vec<S<RawVrrpScript>>>,
     pub sync_group: Option<Vec<S<RawSyncGroup>>>,
     pub virtual_server: Option<Vec<S<RawVirtualServer>>>,
     pub snat: Option<Vec<S<RawSnat>>>,
@@ -60,6 +61,44 @@ pub(crate) struct RawVrrp {
     pub unicast_peers: Opt<Vec<S<String>>>,
     pub virtual_ipaddresses: Opt<Vec<S<String>>>,
     pub track_interfaces: Opt<Vec<S<RawTrack>>>,
+    pub accept: Opt<bool>,
+    pub garp_master_delay: Opt<RawDuration>,
+    pub garp_master_repeat: Opt<i64>,
+    pub garp_master_refresh: Opt<RawDuration>,
+    pub garp_master_refresh_repeat: Opt<i64>,
+    pub garp_lower_prio_delay: Opt<RawDuration>,
+    pub garp_lower_prio_repeat: Opt<i64>,
+    pub unicast_src_ip: Opt<String>,
+    pub authentication: Opt<RawAuth>,
+    pub track_scripts: Opt<Vec<S<RawTrack>>>,
+    pub shutdown_priority_zero: Opt<bool>,
+    pub notify_master: Opt<RawArgv>,
+    pub notify_backup: Opt<RawArgv>,
+    pub notify_fault: Opt<RawArgv>,
+    pub notify_stop: Opt<RawArgv>,
+    pub notify: Opt<RawArgv>,
+}
+
+/// `authentication = { auth_type = "PASS", auth_pass = "..." }` (VRRPv2).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAuth {
+    pub auth_type: Opt<String>,
+    pub auth_pass: Opt<String>,
+}
+
+/// `[[vrrp_script]]`: a check whose result moves instances' priority
+/// (keepalived `vrrp_script` + `track_script`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawVrrpScript {
+    pub name: Opt<String>,
+    pub script: Opt<RawArgv>,
+    pub interval: Opt<RawDuration>,
+    pub timeout: Opt<RawDuration>,
+    pub weight: Opt<i64>,
+    pub rise: Opt<i64>,
+    pub fall: Opt<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -74,6 +113,11 @@ pub(crate) struct RawTrack {
 pub(crate) struct RawSyncGroup {
     pub name: Opt<String>,
     pub instances: Opt<Vec<S<String>>>,
+    pub notify_master: Opt<RawArgv>,
+    pub notify_backup: Opt<RawArgv>,
+    pub notify_fault: Opt<RawArgv>,
+    pub notify_stop: Opt<RawArgv>,
+    pub notify: Opt<RawArgv>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -164,6 +208,40 @@ impl<'de> Deserialize<'de> for RawDuration {
             }
         }
         d.deserialize_str(V)
+    }
+}
+
+/// A program to run, as written: an argv array (what we run), or a string,
+/// which the semantic pass refuses with the array to write instead (a
+/// keepalived habit: `notify_master "/path/script.sh primary"` went through
+/// a shell). Accepting the string here, rather than failing serde's type
+/// check, is what lets that message name the fix.
+#[derive(Debug, Clone)]
+pub(crate) enum RawArgv {
+    Shell(String),
+    Argv(Vec<S<String>>),
+}
+
+impl<'de> Deserialize<'de> for RawArgv {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawArgv;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an array of strings like [\"/path\", \"arg\"]")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawArgv, E> {
+                Ok(RawArgv::Shell(v.to_string()))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<RawArgv, A::Error> {
+                let mut out = Vec::new();
+                while let Some(s) = seq.next_element::<S<String>>()? {
+                    out.push(s);
+                }
+                Ok(RawArgv::Argv(out))
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 

@@ -75,8 +75,13 @@ const TOP: &[(&str, Kind)] = &[
     ),
     (
         "vrrp_instance",
-        Kind::ArrayOfTables(&[("track_interfaces", Kind::ArrayOfTables(&[]))]),
+        Kind::ArrayOfTables(&[
+            ("track_interfaces", Kind::ArrayOfTables(&[])),
+            ("track_scripts", Kind::ArrayOfTables(&[])),
+            ("authentication", Kind::Table(&[])),
+        ]),
     ),
+    ("vrrp_script", Kind::ArrayOfTables(&[])),
     ("sync_group", Kind::ArrayOfTables(&[])),
     (
         "virtual_server",

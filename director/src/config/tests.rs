@@ -47,6 +47,10 @@ fn example_director_toml_parses() {
         std::path::PathBuf::from("/run/director/director.sock")
     );
     assert_eq!(c.vrrp_instances.len(), 1);
+    let v = &c.vrrp_instances[0];
+    assert!(v.accept && v.shutdown_priority_zero);
+    assert_eq!(v.garp, Garp::default());
+    assert_eq!(v.track_interfaces[0].weight, -60);
     let tcp: Vec<_> = c
         .virtual_servers
         .iter()
@@ -85,6 +89,13 @@ fn example_keepalived_like_pair_parses() {
     let c = ok(include_str!("../../../etc/keepalived-like-pair.toml"));
     assert_eq!(c.vrrp_instances.len(), 2);
     assert_eq!(c.sync_groups[0].instances, vec!["VI_1", "VI_GATEWAY"]);
+    // keepalived's auth_type PASS, which a keepalived peer insists on.
+    for v in &c.vrrp_instances {
+        assert_eq!(v.version, 2);
+        assert!(
+            matches!(&v.authentication, Some(VrrpAuth::Pass { auth_pass }) if auth_pass.expose() == "changeme")
+        );
+    }
     assert_eq!(c.virtual_servers.len(), 3);
     for v in &c.virtual_servers {
         assert_eq!(v.scheduler, "wlc");
@@ -296,7 +307,7 @@ fn unknown_top_level_key() {
     assert_eq!(
         errors(&format!("{G}[[virtual_servers]]\n")),
         "t.toml:3:3: unknown key \"virtual_servers\" at the top level (did you mean \"virtual_server\"?); expected one \
-         of global, vrrp_instance, sync_group, virtual_server, snat, ctsync"
+         of global, vrrp_instance, vrrp_script, sync_group, virtual_server, snat, ctsync"
     );
 }
 
@@ -538,7 +549,7 @@ fn track_weight_range() {
         errors(&vrrp(
             "track_interfaces = [{ name = \"eth0\", weight = -255 }]\n"
         )),
-        "t.toml:9:47: track_interfaces weight -255 out of range -254..=254"
+        "t.toml:9:47: track_interfaces weight -255 out of range -253..=253 in vrrp_instance \"VI_1\""
     );
 }
 
@@ -561,6 +572,407 @@ fn same_vrid_other_family_or_interface_is_fine() {
         "[[vrrp_instance]]\nname = \"VI_6\"\ninterface = \"eth1\"\nvrid = 51\npriority = 100\n\
          virtual_ipaddresses = [\"2001:db8::1\"]\n",
     ));
+}
+
+#[test]
+fn priority_out_of_range() {
+    assert_eq!(
+        errors(&vrrp("").replace("priority = 150", "priority = 0")),
+        "t.toml:7:12: priority 0 out of range 1..=255"
+    );
+    assert_eq!(
+        errors(&vrrp("").replace("priority = 150", "priority = 256")),
+        "t.toml:7:12: priority 256 out of range 1..=255"
+    );
+}
+
+#[test]
+fn duplicate_vrid_on_one_interface_and_family() {
+    // Another name and VIP, same interface, VRID and family: the two would
+    // answer each other's adverts.
+    let second =
+        "[[vrrp_instance]]\nname = \"VI_2\"\ninterface = \"eth1\"\nvrid = 51\npriority = 100\n\
+                  virtual_ipaddresses = [\"192.0.2.200\"]\n";
+    assert_eq!(
+        errors(&vrrp(second)),
+        "t.toml:12:8: vrid 51 on eth1 (IPv4) is already used by vrrp_instance \"VI_1\" (line 6)"
+    );
+}
+
+// ---------------------------------------- phase 2: keepalived's VRRP keys
+
+#[test]
+fn vrrp_keepalived_keys_default_like_keepalived() {
+    let c = ok(&vrrp(
+        "[[sync_group]]\nname = \"G1\"\ninstances = [\"VI_1\"]\n",
+    ));
+    let v = &c.vrrp_instances[0];
+    assert!(v.accept);
+    assert!(v.shutdown_priority_zero);
+    assert_eq!(
+        v.garp,
+        Garp {
+            master_delay: Duration::from_secs(5),
+            master_repeat: 5,
+            master_refresh: None,
+            master_refresh_repeat: 1,
+            lower_prio_delay: Duration::from_secs(5),
+            lower_prio_repeat: 5,
+        }
+    );
+    assert_eq!(v.garp, Garp::default());
+    assert_eq!(v.unicast_src_ip, None);
+    assert_eq!(v.authentication, None);
+    assert_eq!(v.track_scripts, vec![]);
+    assert_eq!(v.notify, Notify::default());
+    assert_eq!(c.vrrp_scripts, vec![]);
+    assert_eq!(c.sync_groups[0].notify, Notify::default());
+}
+
+#[test]
+fn vrrp_keepalived_keys_are_mapped() {
+    let c = ok(&format!(
+        "{G}[[vrrp_script]]\nname = \"chk_haproxy\"\nscript = [\"/usr/bin/pgrep\", \"-x\", \"haproxy\"]\n\
+         interval = \"2s\"\ntimeout = \"500ms\"\nweight = -30\nrise = 2\nfall = 3\n\
+         [[vrrp_script]]\nname = \"chk_disk\"\nscript = [\"/usr/local/bin/chk-disk\"]\n\
+         [[vrrp_instance]]\nname = \"VI_1\"\ninterface = \"eth1\"\nvrid = 51\npriority = 150\nversion = 2\n\
+         virtual_ipaddresses = [\"192.0.2.100/32\"]\naccept = false\nshutdown_priority_zero = false\n\
+         garp_master_delay = \"10s\"\ngarp_master_repeat = 3\ngarp_master_refresh = \"60s\"\n\
+         garp_master_refresh_repeat = 2\ngarp_lower_prio_repeat = 0\n\
+         unicast_peers = [\"192.0.2.2\"]\nunicast_src_ip = \"192.0.2.1\"\n\
+         authentication = {{ auth_type = \"PASS\", auth_pass = \"12345678\" }}\n\
+         track_scripts = [{{ name = \"chk_haproxy\" }}, {{ name = \"chk_disk\", weight = 10 }}]\n\
+         track_interfaces = [{{ name = \"eth0\", weight = -253 }}, {{ name = \"eth2\", weight = 253 }}]\n\
+         notify_master = [\"/etc/director/notify.sh\", \"master\"]\nnotify_backup = [\"/etc/director/notify.sh\", \"backup\"]\n\
+         notify_fault = [\"/etc/director/notify.sh\", \"fault\"]\nnotify_stop = [\"/etc/director/notify.sh\", \"stop\"]\n\
+         notify = [\"/usr/local/bin/log-state\"]\n\
+         [[sync_group]]\nname = \"G1\"\ninstances = [\"VI_1\"]\nnotify_master = [\"/etc/conntrackd/primary-backup.sh\", \"primary\"]\n\
+         notify = [\"/usr/local/bin/log-state\", \"--group\"]\n"
+    ));
+    assert_eq!(
+        c.vrrp_scripts,
+        vec![
+            VrrpScript {
+                name: "chk_haproxy".into(),
+                script: vec!["/usr/bin/pgrep".into(), "-x".into(), "haproxy".into()],
+                interval: Duration::from_secs(2),
+                timeout: Duration::from_millis(500),
+                weight: -30,
+                rise: 2,
+                fall: 3,
+            },
+            // Defaults: interval 1s, timeout = interval, weight 0 (fault),
+            // rise and fall 1.
+            VrrpScript {
+                name: "chk_disk".into(),
+                script: vec!["/usr/local/bin/chk-disk".into()],
+                interval: Duration::from_secs(1),
+                timeout: Duration::from_secs(1),
+                weight: 0,
+                rise: 1,
+                fall: 1,
+            },
+        ]
+    );
+    let v = &c.vrrp_instances[0];
+    assert!(!v.accept);
+    assert!(!v.shutdown_priority_zero);
+    assert_eq!(
+        v.garp,
+        Garp {
+            master_delay: Duration::from_secs(10),
+            master_repeat: 3,
+            master_refresh: Some(Duration::from_secs(60)),
+            master_refresh_repeat: 2,
+            // Defaults to garp_master_delay, as in keepalived.
+            lower_prio_delay: Duration::from_secs(10),
+            lower_prio_repeat: 0,
+        }
+    );
+    assert_eq!(v.unicast_src_ip, Some("192.0.2.1".parse().unwrap()));
+    let Some(VrrpAuth::Pass { auth_pass }) = &v.authentication else {
+        panic!("{:?}", v.authentication)
+    };
+    assert_eq!(auth_pass.expose(), "12345678");
+    // The password is not shown by Debug or serde.
+    assert!(!format!("{c:?}").contains("12345678"));
+    let json = serde_json::to_string(&v.authentication).unwrap();
+    assert_eq!(json, r#"{"auth_type":"PASS","auth_pass":"<redacted>"}"#);
+    assert_eq!(
+        v.track_scripts,
+        vec![
+            // The script's weight, or the entry's own.
+            TrackScript {
+                name: "chk_haproxy".into(),
+                weight: -30
+            },
+            TrackScript {
+                name: "chk_disk".into(),
+                weight: 10
+            },
+        ]
+    );
+    assert_eq!(
+        (v.track_interfaces[0].weight, v.track_interfaces[1].weight),
+        (-253, 253)
+    );
+    let argv = |s: &[&str]| Some(s.iter().map(|a| a.to_string()).collect::<Vec<_>>());
+    assert_eq!(
+        v.notify,
+        Notify {
+            master: argv(&["/etc/director/notify.sh", "master"]),
+            backup: argv(&["/etc/director/notify.sh", "backup"]),
+            fault: argv(&["/etc/director/notify.sh", "fault"]),
+            stop: argv(&["/etc/director/notify.sh", "stop"]),
+            generic: argv(&["/usr/local/bin/log-state"]),
+        }
+    );
+    let g = &c.sync_groups[0].notify;
+    assert_eq!(
+        g.master,
+        argv(&["/etc/conntrackd/primary-backup.sh", "primary"])
+    );
+    assert_eq!(g.generic, argv(&["/usr/local/bin/log-state", "--group"]));
+    assert_eq!(g.backup, None);
+}
+
+#[test]
+fn garp_keys() {
+    assert_eq!(
+        errors(&vrrp(
+            "garp_master_repeat = 0\ngarp_master_refresh_repeat = 2\ngarp_lower_prio_repeat = 256\n\
+             garp_master_delay = \"5x\"\n"
+        )),
+        "t.toml:9:22: garp_master_repeat 0 out of range 1..=255 in vrrp_instance \"VI_1\"\n\
+         t.toml:10:30: garp_master_refresh_repeat in vrrp_instance \"VI_1\" needs garp_master_refresh (refresh bursts \
+         are off by default)\n\
+         t.toml:11:26: garp_lower_prio_repeat 256 out of range 0..=255 in vrrp_instance \"VI_1\"\n\
+         t.toml:12:21: invalid duration \"5x\" for garp_master_delay in vrrp_instance \"VI_1\": unknown time unit \"x\", \
+         supported units: ns, us/µs, ms, sec, min, hours, days, weeks, months, years (and few variations)"
+    );
+    // keepalived's 0 means off; a 0s delay means no second burst.
+    let c = ok(&vrrp(
+        "garp_master_refresh = \"0s\"\ngarp_master_delay = \"0s\"\ngarp_lower_prio_delay = \"1s\"\n",
+    ));
+    let g = &c.vrrp_instances[0].garp;
+    assert_eq!(
+        (g.master_refresh, g.master_delay, g.lower_prio_delay),
+        (None, Duration::ZERO, Duration::from_secs(1))
+    );
+    assert_eq!(
+        errors(&vrrp("garp_master_refresh = 60\n")),
+        "t.toml:9:23: invalid type: expected a duration string like \"1s\" for \"garp_master_refresh\", found \
+         integer 60"
+    );
+}
+
+#[test]
+fn unicast_src_ip_rules() {
+    assert_eq!(
+        errors(&vrrp("unicast_src_ip = \"192.0.2.1\"\n")),
+        "t.toml:9:18: unicast_src_ip needs unicast_peers: vrrp_instance \"VI_1\" sends multicast adverts, from the \
+         interface's primary address"
+    );
+    assert_eq!(
+        errors(&vrrp("unicast_peers = []\nunicast_src_ip = \"192.0.2.1\"\n")),
+        "t.toml:10:18: unicast_src_ip needs unicast_peers: vrrp_instance \"VI_1\" sends multicast adverts, from the \
+         interface's primary address"
+    );
+    assert_eq!(
+        errors(&vrrp(
+            "unicast_peers = [\"192.0.2.2\"]\nunicast_src_ip = \"2001:db8::1\"\n"
+        )),
+        "t.toml:10:18: unicast_src_ip 2001:db8::1 is IPv6 but vrrp_instance \"VI_1\" is IPv4"
+    );
+    assert_eq!(
+        errors(&vrrp(
+            "unicast_peers = [\"192.0.2.2\"]\nunicast_src_ip = \"192.0.2.2\"\n"
+        )),
+        "t.toml:10:18: unicast_src_ip 192.0.2.2 is also one of the unicast_peers of vrrp_instance \"VI_1\": the \
+         source is this box, the peers the others"
+    );
+    assert_eq!(
+        errors(&vrrp(
+            "unicast_peers = [\"192.0.2.2\"]\nunicast_src_ip = \"192.0.2.300\"\n"
+        )),
+        "t.toml:10:18: bad address \"192.0.2.300\" for unicast_src_ip: invalid IP address"
+    );
+}
+
+#[test]
+fn authentication_rules() {
+    // Version 3 is the default: authentication needs version = 2.
+    assert_eq!(
+        errors(&vrrp(
+            "authentication = { auth_type = \"PASS\", auth_pass = \"secret\" }\n"
+        )),
+        "t.toml:9:18: authentication is VRRPv2 only (RFC 5798 removed it from VRRPv3), and vrrp_instance \"VI_1\" is \
+         version 3: remove authentication, or set version = 2 to talk to a keepalived peer that uses it"
+    );
+    let v2 = |auth: &str| vrrp(&format!("version = 2\nauthentication = {auth}\n"));
+    assert_eq!(
+        errors(&v2("{ auth_type = \"AH\", auth_pass = \"secret\" }")),
+        "t.toml:10:32: auth_type \"AH\" (IPsec Authentication Header) in vrrp_instance \"VI_1\" is not supported: \
+         use \"PASS\", or no authentication"
+    );
+    assert_eq!(
+        errors(&v2("{ auth_type = \"pass\", auth_pass = \"secret\" }")),
+        "t.toml:10:32: bad auth_type \"pass\" in vrrp_instance \"VI_1\": expected \"PASS\" (uppercase, as keepalived \
+         writes it)"
+    );
+    assert_eq!(
+        errors(&v2("{ auth_type = \"PASS\", auth_pass = \"123456789\" }")),
+        "t.toml:10:52: auth_pass in vrrp_instance \"VI_1\" is 9 bytes, but VRRPv2 carries at most 8 (keepalived \
+         silently uses the first 8; write those)"
+    );
+    assert_eq!(
+        errors(&v2("{ auth_type = \"PASS\", auth_pass = \"\" }")),
+        "t.toml:10:52: auth_pass in vrrp_instance \"VI_1\" must not be empty"
+    );
+    assert_eq!(
+        errors(&v2("{ auth_type = \"PASS\" }")),
+        "t.toml:10:18: missing required key \"auth_pass\" in authentication of vrrp_instance \"VI_1\""
+    );
+    assert_eq!(
+        errors(&v2("{ auth_type = \"PASS\", auth_pas = \"x\" }")),
+        "t.toml:10:40: unknown key \"auth_pas\" in vrrp_instance.authentication (did you mean \"auth_pass\"?); \
+         expected one of auth_type, auth_pass"
+    );
+    assert_eq!(
+        errors(&v2("\"PASS\"")),
+        "t.toml:10:18: invalid type: expected a table for \"authentication\", found string \"PASS\""
+    );
+    // Eight bytes, not eight characters.
+    assert_eq!(
+        errors(&v2("{ auth_type = \"PASS\", auth_pass = \"pässwörd\" }")),
+        "t.toml:10:52: auth_pass in vrrp_instance \"VI_1\" is 10 bytes, but VRRPv2 carries at most 8 (keepalived \
+         silently uses the first 8; write those)"
+    );
+    let c = ok(&v2("{ auth_type = \"PASS\", auth_pass = \"9a2a33e8\" }"));
+    assert!(c.vrrp_instances[0].authentication.is_some());
+}
+
+/// A `[[vrrp_script]]` "chk" at lines 3-5, then the VRRP instance of
+/// `vrrp()` at lines 6-11, `extra` from line 12 on.
+fn with_script(extra: &str) -> String {
+    format!(
+        "{G}[[vrrp_script]]\nname = \"chk\"\nscript = [\"/bin/true\"]\n{}",
+        vrrp(extra).replacen(G, "", 1)
+    )
+}
+
+#[test]
+fn track_scripts_rules() {
+    assert_eq!(
+        errors(&vrrp("track_scripts = [{ name = \"chk\" }]\n")),
+        "t.toml:9:27: track_scripts of vrrp_instance \"VI_1\" names vrrp_script \"chk\", which does not exist"
+    );
+    assert_eq!(
+        errors(&with_script(
+            "track_scripts = [{ name = \"chk\", weight = 300 }, { name = \"chk\" }, { weight = 1 }]\n"
+        )),
+        "t.toml:12:43: track_scripts weight 300 out of range -253..=253 in vrrp_instance \"VI_1\"\n\
+         t.toml:12:59: vrrp_script \"chk\" is tracked twice by vrrp_instance \"VI_1\"\n\
+         t.toml:12:68: missing required key \"name\" in track_scripts of vrrp_instance \"VI_1\""
+    );
+    assert_eq!(
+        errors(&with_script("track_scripts = [\"chk\"]\n")),
+        "t.toml:12:18: invalid type: expected a table for each \"track_scripts\" entry, found string \"chk\""
+    );
+    let c = ok(&with_script(
+        "track_scripts = [{ name = \"chk\", weight = -20 }]\n",
+    ));
+    assert_eq!(c.vrrp_instances[0].track_scripts[0].weight, -20);
+}
+
+#[test]
+fn track_interface_weight_zero_or_absent_means_fault() {
+    let c = ok(&vrrp(
+        "track_interfaces = [{ name = \"eth0\" }, { name = \"eth2\", weight = 0 }]\n",
+    ));
+    let t = &c.vrrp_instances[0].track_interfaces;
+    assert_eq!((t[0].weight, t[1].weight), (0, 0));
+    assert_eq!(
+        errors(&vrrp(
+            "track_interfaces = [{ name = \"eth0\", weight = 254 }]\n"
+        )),
+        "t.toml:9:47: track_interfaces weight 254 out of range -253..=253 in vrrp_instance \"VI_1\""
+    );
+}
+
+#[test]
+fn vrrp_script_rules() {
+    assert_eq!(
+        errors(&format!(
+            "{G}[[vrrp_script]]\nname = \"chk\"\nscript = \"pgrep haproxy\"\ninterval = \"0s\"\nweight = 254\nrise = 0\n\
+             fall = -1\n"
+        )),
+        "t.toml:5:10: script in vrrp_script \"chk\" is a string, but director runs programs without a shell: write \
+         an argv array, [\"/path\", \"arg\"] (here: [\"/full/path/of/pgrep\", \"haproxy\"])\n\
+         t.toml:6:12: interval in vrrp_script \"chk\" must be greater than 0\n\
+         t.toml:7:10: weight 254 out of range -253..=253 in vrrp_script \"chk\"\n\
+         t.toml:8:8: rise 0 out of range 1..=4294967295 in vrrp_script \"chk\"\n\
+         t.toml:9:8: fall -1 out of range 1..=4294967295 in vrrp_script \"chk\""
+    );
+    assert_eq!(
+        errors(&format!(
+            "{G}[[vrrp_script]]\nname = \"chk\"\nscript = [\"/usr/bin/pgrep\", \"haproxy\"]\ninterval = \"1s\"\n\
+             timeout = \"2s\"\n[[vrrp_script]]\nname = \"chk\"\n"
+        )),
+        "t.toml:7:11: timeout 2s of vrrp_script \"chk\" is longer than its interval 1s: a run must end before the \
+         next one starts\n\
+         t.toml:8:1: missing required key \"script\" in [[vrrp_script]]\n\
+         t.toml:9:8: duplicate vrrp_script name \"chk\" (first at line 3)"
+    );
+    assert_eq!(
+        errors(&format!(
+            "{G}[[vrrp_script]]\nname = \"chk\"\nscript = [\"/bin/true\"]\nintervall = \"1s\"\n"
+        )),
+        "t.toml:6:1: unknown key \"intervall\" in [[vrrp_script]] (did you mean \"interval\"?); expected one of name, \
+         script, interval, timeout, weight, rise, fall"
+    );
+    assert_eq!(
+        errors(&format!("{G}[vrrp_script]\nname = \"chk\"\n")),
+        "t.toml:3:1: invalid type: expected an array of tables for \"vrrp_script\", found a table (write \
+         [[vrrp_script]] for each entry)"
+    );
+}
+
+#[test]
+fn programs_are_argv_arrays_never_shell_strings() {
+    assert_eq!(
+        errors(&vrrp(
+            "notify_master = \"/etc/conntrackd/primary-backup.sh primary\"\nnotify = \"/bin/x $1 | y\"\n\
+             notify_fault = []\nnotify_stop = [\"stop.sh\"]\nnotify_backup = [\"/bin/x\", \"a\\u0000b\"]\n"
+        )),
+        "t.toml:9:17: notify_master in vrrp_instance \"VI_1\" is a string, but director runs programs without a shell: \
+         write an argv array, [\"/path\", \"arg\"] (here: [\"/etc/conntrackd/primary-backup.sh\", \"primary\"])\n\
+         t.toml:10:10: notify in vrrp_instance \"VI_1\" is a string, but director runs programs without a shell: write \
+         an argv array, [\"/path\", \"arg\"]\n\
+         t.toml:11:16: notify_fault in vrrp_instance \"VI_1\" must not be empty: write [\"/path\", \"arg\"]\n\
+         t.toml:12:16: notify_stop in vrrp_instance \"VI_1\": the program \"stop.sh\" must be an absolute path (there \
+         is no PATH search)\n\
+         t.toml:13:28: notify_backup in vrrp_instance \"VI_1\": an argument contains a NUL character"
+    );
+    assert_eq!(
+        errors(&vrrp("notify_backup = [\"/bin/x\", 3]\n")),
+        "t.toml:9:28: invalid type: expected a string for \"notify_backup\", found integer 3"
+    );
+    assert_eq!(
+        errors(&vrrp(
+            "[[sync_group]]\nname = \"G1\"\ninstances = [\"VI_1\"]\nnotify_master = \"/x.sh master\"\n\
+             notify_fault = 1\n"
+        )),
+        "t.toml:13:16: invalid type: expected an array of strings like [\"/path\", \"arg\"] for \"notify_fault\", \
+         found integer 1"
+    );
+    assert_eq!(
+        errors(&vrrp(
+            "[[sync_group]]\nname = \"G1\"\ninstances = [\"VI_1\"]\nnotify_master = \"/x.sh master\"\n"
+        )),
+        "t.toml:12:17: notify_master in sync_group \"G1\" is a string, but director runs programs without a shell: \
+         write an argv array, [\"/path\", \"arg\"] (here: [\"/x.sh\", \"master\"])"
+    );
 }
 
 // --------------------------------------------------- phase 2: sync groups
@@ -969,9 +1381,10 @@ mod fuzz {
             Just("[[virtual_server.real_server]]\n".to_string()),
             Just("[[vrrp_instance]]\n".to_string()),
             Just("[[sync_group]]\n".to_string()),
+            Just("[[vrrp_script]]\n".to_string()),
             Just("[ctsync]\n".to_string()),
             Just("[[snat]]\n".to_string()),
-            "(name|address|fwmark|family|protocol|scheduler|scheduler_flags|persistence_timeout|persistence_granularity|forwarding|weight|vrid|priority|version|advert_interval|virtual_ipaddresses|unicast_peers|instances|tunnel|health|local|peer|match_vip|to_source) = (\"[0-9a-z:./\\[\\] -]{0,20}\"|-?[0-9]{1,12}|true|\\[\"[0-9a-f.:/]{0,16}\"\\]|\\{ (kind|type|port|interval) = \"[a-z0-9]{0,5}\" \\})\n",
+            "(name|address|fwmark|family|protocol|scheduler|scheduler_flags|persistence_timeout|persistence_granularity|forwarding|weight|vrid|priority|version|advert_interval|virtual_ipaddresses|unicast_peers|instances|tunnel|health|local|peer|match_vip|to_source|script|notify|notify_master|track_scripts|authentication|unicast_src_ip|garp_master_repeat|garp_master_refresh|accept) = (\"[0-9a-z:./\\[\\] -]{0,20}\"|-?[0-9]{1,12}|true|\\[\"[0-9a-f.:/]{0,16}\"\\]|\\{ (kind|type|port|interval|name|auth_type|auth_pass) = \"[a-zA-Z0-9]{0,5}\" \\}|\\[\\{ name = \"[a-z]{0,3}\" \\}\\])\n",
             any::<String>(),
         ]
     }

@@ -12,6 +12,8 @@ use std::time::Duration;
 pub struct Config {
     pub global: Global,
     pub vrrp_instances: Vec<VrrpInstance>,
+    /// `[[vrrp_script]]`: checks that instances track by name.
+    pub vrrp_scripts: Vec<VrrpScript>,
     pub sync_groups: Vec<SyncGroup>,
     pub virtual_servers: Vec<VirtualServer>,
     pub snat: Vec<Snat>,
@@ -43,10 +45,143 @@ pub struct Global {
     pub ipvs_timeouts: Option<Timeouts>,
 }
 
+/// `track_interfaces = [{ name = "eth0", weight = -60 }]`: an interface
+/// whose state (up = IFF_UP and IFF_RUNNING, see `crate::rtnl::LinkEvent`)
+/// moves the instance (keepalived `track_interface`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TrackInterface {
     pub name: String,
+    /// -253..=253. While the interface is down, the priority changes by
+    /// this much (a negative weight lowers it). 0 (the default): the
+    /// instance goes to FAULT while the interface is down.
     pub weight: i32,
+}
+
+/// `track_scripts = [{ name = "chk", weight = -20 }]` on an instance.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TrackScript {
+    /// A `[[vrrp_script]]` name (checked to exist).
+    pub name: String,
+    /// The weight in effect for this instance: the entry's own `weight` if
+    /// given, else the script's. Same meaning as [`VrrpScript::weight`].
+    pub weight: i32,
+}
+
+/// `[[vrrp_script]]`: a program run every `interval`; exit status 0 is
+/// success. keepalived `vrrp_script`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VrrpScript {
+    pub name: String,
+    /// argv, run without a shell; `script[0]` is an absolute path.
+    pub script: Vec<String>,
+    /// default 1s
+    pub interval: Duration,
+    /// A run that takes longer has failed (and is killed). Default: the
+    /// interval; at most the interval.
+    pub timeout: Duration,
+    /// -253..=253, default 0. Negative: the priority drops by |weight|
+    /// while the script fails; positive: it rises by weight while the
+    /// script succeeds; 0: the instance goes to FAULT while it fails.
+    pub weight: i32,
+    /// Consecutive successes before a failed script counts as succeeding
+    /// (default 1).
+    pub rise: u32,
+    /// Consecutive failures before a succeeding script counts as failed
+    /// (default 1).
+    pub fall: u32,
+}
+
+/// keepalived's notify hooks: programs run (argv, no shell) on a state
+/// change of an instance or a sync group. All optional.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Notify {
+    /// `notify_master`: on becoming MASTER.
+    pub master: Option<Vec<String>>,
+    /// `notify_backup`: on becoming BACKUP.
+    pub backup: Option<Vec<String>>,
+    /// `notify_fault`: on entering FAULT.
+    pub fault: Option<Vec<String>>,
+    /// `notify_stop`: when the director stops the instance (shutdown).
+    pub stop: Option<Vec<String>>,
+    /// `notify`: on every state change, with four arguments appended:
+    /// `"INSTANCE"` or `"GROUP"`, the name, the new state (`MASTER`,
+    /// `BACKUP`, `FAULT`, `STOP`) and the priority (keepalived's generic
+    /// notify).
+    pub generic: Option<Vec<String>>,
+}
+
+/// VRRPv2 authentication (RFC 2338 5.3.6; removed by RFC 3768, kept by
+/// keepalived): `auth_type = "PASS"` only.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "auth_type")]
+pub enum VrrpAuth {
+    /// Simple text password, 1 to 8 bytes, sent in clear in every advert.
+    #[serde(rename = "PASS")]
+    Pass { auth_pass: Secret },
+}
+
+/// A secret from the configuration: kept as written, but shown (Debug,
+/// serde) as `"<redacted>"` so that it cannot leak into logs or JSON.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+    /// The secret itself, for the one place that needs it (the wire).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
+    }
+}
+
+/// Gratuitous ARP (IPv4) / unsolicited Neighbour Advertisement (IPv6)
+/// schedule of a master; keepalived's `garp_*` keys and defaults.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Garp {
+    /// `garp_master_delay`: second burst this long after becoming master;
+    /// 0: none. Default 5s.
+    pub master_delay: Duration,
+    /// `garp_master_repeat`: messages per burst, 1..=255, default 5.
+    pub master_repeat: u32,
+    /// `garp_master_refresh`: a burst every this long while master;
+    /// `None` (default, or "0s"): no refresh.
+    pub master_refresh: Option<Duration>,
+    /// `garp_master_refresh_repeat`: messages per refresh, 1..=255,
+    /// default 1.
+    pub master_refresh_repeat: u32,
+    /// `garp_lower_prio_delay`: at least this long between two bursts
+    /// answering a lower-priority master (split brain healing). Default:
+    /// `garp_master_delay`.
+    pub lower_prio_delay: Duration,
+    /// `garp_lower_prio_repeat`: messages per such burst, 0..=255 (0:
+    /// none). Default: `garp_master_repeat` (5).
+    pub lower_prio_repeat: u32,
+}
+
+impl Default for Garp {
+    fn default() -> Self {
+        Garp {
+            master_delay: Duration::from_secs(5),
+            master_repeat: 5,
+            master_refresh: None,
+            master_refresh_repeat: 1,
+            lower_prio_delay: Duration::from_secs(5),
+            lower_prio_repeat: 5,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -63,12 +198,33 @@ pub struct VrrpInstance {
     /// (address, prefix length)
     pub virtual_ipaddresses: Vec<(IpAddr, u8)>,
     pub track_interfaces: Vec<TrackInterface>,
+    /// `accept`: Accept_Mode (RFC 5798 6.1), a master that does not own
+    /// the VIPs still accepts packets addressed to them. Default true,
+    /// keepalived's default outside `vrrp_strict` (RFC 5798's is false); a
+    /// load balancer needs it.
+    pub accept: bool,
+    pub garp: Garp,
+    /// `unicast_src_ip`: source of unicast adverts; default the
+    /// interface's primary address. Only with `unicast_peers`; same family
+    /// as the VIPs.
+    pub unicast_src_ip: Option<IpAddr>,
+    /// `authentication` (version 2 only).
+    pub authentication: Option<VrrpAuth>,
+    pub track_scripts: Vec<TrackScript>,
+    pub notify: Notify,
+    /// `shutdown_priority_zero`: on shutdown a master sends priority 0
+    /// (RFC 5798 6.4.3) so a backup takes over after Skew_Time instead of
+    /// Master_Down_Interval. Default true; false keeps the VIPs in place
+    /// for a restart that should not move traffic.
+    pub shutdown_priority_zero: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SyncGroup {
     pub name: String,
     pub instances: Vec<String>,
+    /// Hooks run for the group's state (generic `notify` gets `"GROUP"`).
+    pub notify: Notify,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

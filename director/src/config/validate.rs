@@ -108,6 +108,99 @@ impl Ctx<'_> {
         }
     }
 
+    /// An integer in `lo..=hi`, the message naming its owner
+    /// (`vrrp_instance "VI_1"`).
+    fn int_in(&mut self, v: &S<i64>, key: &str, owner: &str, lo: i64, hi: i64) -> Option<i64> {
+        let n = *v.get_ref();
+        if n < lo || n > hi {
+            self.err(
+                v.span(),
+                format!("{key} {n} out of range {lo}..={hi} in {owner}"),
+            );
+            None
+        } else {
+            Some(n)
+        }
+    }
+
+    /// A duration in `owner`, optionally required to be more than zero.
+    fn duration_in(
+        &mut self,
+        v: &S<RawDuration>,
+        key: &str,
+        owner: &str,
+        positive: bool,
+    ) -> Option<Duration> {
+        let d = self.duration(v, &format!("{key} in {owner}"))?;
+        if positive && d.is_zero() {
+            self.err(v.span(), format!("{key} in {owner} must be greater than 0"));
+            return None;
+        }
+        Some(d)
+    }
+
+    /// A program to run: an argv array whose first element is an absolute
+    /// path. Run without a shell and without a PATH search (the director
+    /// runs as root; what runs must be exactly what the file says).
+    fn argv(&mut self, v: &S<RawArgv>, key: &str, owner: &str) -> Option<Vec<String>> {
+        let items = match v.get_ref() {
+            RawArgv::Shell(s) => {
+                self.err(v.span(), format!("{key} in {owner} is a string, but director runs programs without a shell: write an argv array, [\"/path\", \"arg\"]{}", argv_hint(s)));
+                return None;
+            }
+            RawArgv::Argv(items) => items,
+        };
+        let Some(first) = items.first() else {
+            self.err(
+                v.span(),
+                format!("{key} in {owner} must not be empty: write [\"/path\", \"arg\"]"),
+            );
+            return None;
+        };
+        let mut ok = true;
+        if !first.get_ref().starts_with('/') {
+            self.err(first.span(), format!("{key} in {owner}: the program \"{}\" must be an absolute path (there is no PATH search)", first.get_ref()));
+            ok = false;
+        }
+        for a in items {
+            if a.get_ref().contains('\0') {
+                self.err(
+                    a.span(),
+                    format!("{key} in {owner}: an argument contains a NUL character"),
+                );
+                ok = false;
+            }
+        }
+        ok.then(|| items.iter().map(|a| a.get_ref().clone()).collect())
+    }
+
+    /// The notify hooks of an instance or a sync group.
+    fn notify(&mut self, owner: &str, hooks: [&Opt<RawArgv>; 5]) -> Option<Notify> {
+        const KEYS: [&str; 5] = [
+            "notify_master",
+            "notify_backup",
+            "notify_fault",
+            "notify_stop",
+            "notify",
+        ];
+        let mut out: [Option<Vec<String>>; 5] = Default::default();
+        let mut ok = true;
+        for ((slot, key), raw) in out.iter_mut().zip(KEYS).zip(hooks) {
+            if let Some(v) = raw {
+                *slot = self.argv(v, key, owner);
+                ok &= slot.is_some();
+            }
+        }
+        let [master, backup, fault, stop, generic] = out;
+        ok.then_some(Notify {
+            master,
+            backup,
+            fault,
+            stop,
+            generic,
+        })
+    }
+
     fn choice(&mut self, v: &S<String>, key: &str, options: &[&str]) -> Option<usize> {
         let s = v.get_ref();
         if let Some(i) = options.iter().position(|o| o == s) {
@@ -190,6 +283,27 @@ impl Ctx<'_> {
             }
         }
     }
+}
+
+/// For a shell string that is only words (`/path/x.sh primary`), the
+/// array it means: ` (here: ["/path/x.sh", "primary"])`. Nothing when it
+/// uses shell syntax, whose meaning we do not guess.
+fn argv_hint(s: &str) -> String {
+    const SHELL: &[char] = &[
+        '"', '\'', '\\', '$', '`', '|', '&', ';', '<', '>', '(', ')', '{', '}', '*', '?', '[', ']',
+        '~', '#', '!', '\n',
+    ];
+    let words: Vec<&str> = s.split_whitespace().collect();
+    if words.is_empty() || s.contains(SHELL) {
+        return String::new();
+    }
+    let mut q: Vec<String> = words.iter().map(|w| format!("\"{w}\"")).collect();
+    // The program needs its full path (no PATH search): say so rather
+    // than suggest an array that the next check refuses.
+    if let Some(p) = words.first().filter(|p| !p.starts_with('/')) {
+        q[0] = format!("\"/full/path/of/{p}\"");
+    }
+    format!(" (here: [{}])", q.join(", "))
 }
 
 /// `"a"`, `"a" or "b"`, `"a", "b" or "c"`.
@@ -327,7 +441,13 @@ pub(crate) fn validate(
         newlines: text.match_indices('\n').map(|(i, _)| i).collect(),
     };
     let global = global(&mut cx, raw.global.as_ref());
-    let vrrp_instances = vrrp(&mut cx, raw.vrrp_instance.as_deref().unwrap_or(&[]));
+    let vrrp_scripts = vrrp_scripts(&mut cx, raw.vrrp_script.as_deref().unwrap_or(&[]));
+    let vrrp_instances = vrrp(
+        &mut cx,
+        raw.vrrp_instance.as_deref().unwrap_or(&[]),
+        raw.vrrp_script.as_deref().unwrap_or(&[]),
+        &vrrp_scripts,
+    );
     let sync_groups = sync_groups(
         &mut cx,
         raw.sync_group.as_deref().unwrap_or(&[]),
@@ -345,6 +465,7 @@ pub(crate) fn validate(
     Ok(Config {
         global,
         vrrp_instances,
+        vrrp_scripts,
         sync_groups,
         virtual_servers,
         snat,
@@ -429,7 +550,22 @@ fn global(cx: &mut Ctx<'_>, g: Option<&S<RawGlobal>>) -> Global {
     out
 }
 
-fn vrrp(cx: &mut Ctx<'_>, raws: &[S<RawVrrp>]) -> Vec<VrrpInstance> {
+/// VRRP weights (track_interfaces, vrrp_script, track_scripts): keepalived's
+/// range. A weight moves the priority, which stays within 1..=254 (0 is
+/// "releasing", RFC 5798 6.4.3, and 255 the address owner, 5.2.4).
+const WEIGHT_MIN: i64 = -253;
+const WEIGHT_MAX: i64 = 253;
+
+fn vrrp(
+    cx: &mut Ctx<'_>,
+    raws: &[S<RawVrrp>],
+    raw_scripts: &[S<RawVrrpScript>],
+    scripts: &[VrrpScript],
+) -> Vec<VrrpInstance> {
+    let known_scripts: Vec<&str> = raw_scripts
+        .iter()
+        .filter_map(|s| s.get_ref().name.as_ref().map(|n| n.get_ref().as_str()))
+        .collect();
     let mut out = Vec::new();
     let mut names: HashMap<String, usize> = HashMap::new();
     let mut vrids: HashMap<(String, Family, u8), (String, usize)> = HashMap::new();
@@ -440,6 +576,7 @@ fn vrrp(cx: &mut Ctx<'_>, raws: &[S<RawVrrp>]) -> Vec<VrrpInstance> {
         let r = inst.get_ref();
         let name = cx.unique_name(&r.name, &h, &table, "vrrp_instance", &mut names);
         let label = name.clone().unwrap_or_default();
+        let owner = format!("vrrp_instance \"{label}\"");
         let interface = cx
             .require(&r.interface, &h, &table, "interface")
             .and_then(|v| cx.nonempty(v, "interface"));
@@ -563,7 +700,9 @@ fn vrrp(cx: &mut Ctx<'_>, raws: &[S<RawVrrp>]) -> Vec<VrrpInstance> {
                     .and_then(|v| cx.nonempty(v, "track_interfaces name"));
                 let weight = match &tr.weight {
                     None => Some(0),
-                    Some(v) => cx.int(v, "track_interfaces weight", -254, 254),
+                    Some(v) => {
+                        cx.int_in(v, "track_interfaces weight", &owner, WEIGHT_MIN, WEIGHT_MAX)
+                    }
                 };
                 if let (Some(name), Some(weight)) = (tname, weight) {
                     tracks.push(TrackInterface {
@@ -573,6 +712,30 @@ fn vrrp(cx: &mut Ctx<'_>, raws: &[S<RawVrrp>]) -> Vec<VrrpInstance> {
                 }
             }
         }
+
+        let accept = r.accept.as_ref().map(|v| *v.get_ref()).unwrap_or(true);
+        let shutdown_priority_zero = r
+            .shutdown_priority_zero
+            .as_ref()
+            .map(|v| *v.get_ref())
+            .unwrap_or(true);
+        let garp = garp(cx, r, &owner);
+        let unicast_src_ip = unicast_src_ip(cx, r, family, &peers, &label, &owner);
+        let authentication = match &r.authentication {
+            None => Some(None),
+            Some(a) => authentication(cx, a, version, &owner).map(Some),
+        };
+        let track_scripts = track_scripts(cx, r, &known_scripts, scripts, &owner);
+        let notify = cx.notify(
+            &owner,
+            [
+                &r.notify_master,
+                &r.notify_backup,
+                &r.notify_fault,
+                &r.notify_stop,
+                &r.notify,
+            ],
+        );
 
         if let (Some(ifc), Some(f), Some(id), Some(v)) = (&interface, family, vrid, &r.vrid) {
             let key = (ifc.clone(), f, id as u8);
@@ -592,6 +755,11 @@ fn vrrp(cx: &mut Ctx<'_>, raws: &[S<RawVrrp>]) -> Vec<VrrpInstance> {
             Some(version),
             Some(advert_interval),
             Some(preempt_delay),
+            Some(garp),
+            Some(unicast_src_ip),
+            Some(authentication),
+            Some(track_scripts),
+            Some(notify),
         ) = (
             name,
             interface,
@@ -600,6 +768,11 @@ fn vrrp(cx: &mut Ctx<'_>, raws: &[S<RawVrrp>]) -> Vec<VrrpInstance> {
             version,
             advert,
             preempt_delay,
+            garp,
+            unicast_src_ip,
+            authentication,
+            track_scripts,
+            notify,
         ) {
             out.push(VrrpInstance {
                 name,
@@ -613,6 +786,294 @@ fn vrrp(cx: &mut Ctx<'_>, raws: &[S<RawVrrp>]) -> Vec<VrrpInstance> {
                 unicast_peers: peers,
                 virtual_ipaddresses: addrs,
                 track_interfaces: tracks,
+                accept,
+                garp,
+                unicast_src_ip,
+                authentication,
+                track_scripts,
+                notify,
+                shutdown_priority_zero,
+            });
+        }
+    }
+    out
+}
+
+/// keepalived's `garp_*` schedule (keepalived.conf(5) defaults).
+fn garp(cx: &mut Ctx<'_>, r: &RawVrrp, owner: &str) -> Option<Garp> {
+    let d = Garp::default();
+    let mut ok = true;
+    let mut dur = |cx: &mut Ctx<'_>, v: &Opt<RawDuration>, key: &str| -> Option<Duration> {
+        let got = v.as_ref().map(|v| cx.duration_in(v, key, owner, false));
+        ok &= !matches!(got, Some(None));
+        got.flatten()
+    };
+    let master_delay = dur(cx, &r.garp_master_delay, "garp_master_delay");
+    // "0s" is keepalived's spelling of "off" (its default, 0).
+    let master_refresh =
+        dur(cx, &r.garp_master_refresh, "garp_master_refresh").filter(|d| !d.is_zero());
+    let lower_prio_delay = dur(cx, &r.garp_lower_prio_delay, "garp_lower_prio_delay");
+    let mut count = |cx: &mut Ctx<'_>, v: &Opt<i64>, key: &str, lo: i64| -> Option<u32> {
+        let got = v.as_ref().map(|v| cx.int_in(v, key, owner, lo, 255));
+        ok &= !matches!(got, Some(None));
+        got.flatten().map(|n| n as u32)
+    };
+    // A master must announce itself at least once: until switches and
+    // neighbours hear a gratuitous ARP/NA they keep sending to the old one.
+    let master_repeat = count(cx, &r.garp_master_repeat, "garp_master_repeat", 1);
+    let master_refresh_repeat = count(
+        cx,
+        &r.garp_master_refresh_repeat,
+        "garp_master_refresh_repeat",
+        1,
+    );
+    let lower_prio_repeat = count(cx, &r.garp_lower_prio_repeat, "garp_lower_prio_repeat", 0);
+    if let (Some(v), None) = (&r.garp_master_refresh_repeat, &r.garp_master_refresh) {
+        cx.err(
+            v.span(),
+            format!("garp_master_refresh_repeat in {owner} needs garp_master_refresh (refresh bursts are off by default)"),
+        );
+        ok = false;
+    }
+    if !ok {
+        return None;
+    }
+    let master_delay = master_delay.unwrap_or(d.master_delay);
+    let master_repeat = master_repeat.unwrap_or(d.master_repeat);
+    Some(Garp {
+        master_delay,
+        master_repeat,
+        master_refresh,
+        master_refresh_repeat: master_refresh_repeat.unwrap_or(d.master_refresh_repeat),
+        // keepalived: the lower-priority answers default to the master
+        // schedule.
+        lower_prio_delay: lower_prio_delay.unwrap_or(master_delay),
+        lower_prio_repeat: lower_prio_repeat.unwrap_or(master_repeat),
+    })
+}
+
+/// `unicast_src_ip`: `Some(None)` when absent.
+fn unicast_src_ip(
+    cx: &mut Ctx<'_>,
+    r: &RawVrrp,
+    family: Option<Family>,
+    peers: &[IpAddr],
+    label: &str,
+    owner: &str,
+) -> Option<Option<IpAddr>> {
+    let Some(v) = &r.unicast_src_ip else {
+        return Some(None);
+    };
+    let ip = cx.ip(v, "unicast_src_ip")?;
+    let no_peers = r
+        .unicast_peers
+        .as_ref()
+        .is_none_or(|p| p.get_ref().is_empty());
+    if no_peers {
+        cx.err(v.span(), format!("unicast_src_ip needs unicast_peers: {owner} sends multicast adverts, from the interface's primary address"));
+        return None;
+    }
+    if let Some(f) = family {
+        if Family::of(&ip) != f {
+            cx.err(
+                v.span(),
+                format!(
+                    "unicast_src_ip {ip} is {} but vrrp_instance \"{label}\" is {}",
+                    family_name(Family::of(&ip)),
+                    family_name(f)
+                ),
+            );
+            return None;
+        }
+    }
+    if peers.contains(&ip) {
+        cx.err(
+            v.span(),
+            format!("unicast_src_ip {ip} is also one of the unicast_peers of {owner}: the source is this box, the peers the others"),
+        );
+        return None;
+    }
+    Some(Some(ip))
+}
+
+/// VRRPv2 only; the Authentication Data field holds 8 bytes (RFC 2338
+/// 5.3.10).
+fn authentication(
+    cx: &mut Ctx<'_>,
+    a: &S<RawAuth>,
+    version: Option<u8>,
+    owner: &str,
+) -> Option<VrrpAuth> {
+    let h = a.span();
+    let r = a.get_ref();
+    if version == Some(3) {
+        cx.err(h, format!("authentication is VRRPv2 only (RFC 5798 removed it from VRRPv3), and {owner} is version 3: remove authentication, or set version = 2 to talk to a keepalived peer that uses it"));
+        return None;
+    }
+    let table = format!("authentication of {owner}");
+    let kind = cx.require(&r.auth_type, &h, &table, "auth_type")?;
+    match kind.get_ref().as_str() {
+        "PASS" => {}
+        "AH" => {
+            cx.err(kind.span(), format!("auth_type \"AH\" (IPsec Authentication Header) in {owner} is not supported: use \"PASS\", or no authentication"));
+            return None;
+        }
+        other => {
+            let hint = if other.eq_ignore_ascii_case("pass") || other.eq_ignore_ascii_case("ah") {
+                " (uppercase, as keepalived writes it)"
+            } else {
+                ""
+            };
+            cx.err(
+                kind.span(),
+                format!("bad auth_type \"{other}\" in {owner}: expected \"PASS\"{hint}"),
+            );
+            return None;
+        }
+    }
+    let pass = cx.require(&r.auth_pass, &h, &table, "auth_pass")?;
+    let n = pass.get_ref().len();
+    if n == 0 {
+        cx.err(
+            pass.span(),
+            format!("auth_pass in {owner} must not be empty"),
+        );
+        return None;
+    }
+    if n > 8 {
+        cx.err(pass.span(), format!("auth_pass in {owner} is {n} bytes, but VRRPv2 carries at most 8 (keepalived silently uses the first 8; write those)"));
+        return None;
+    }
+    Some(VrrpAuth::Pass {
+        auth_pass: Secret::new(pass.get_ref().clone()),
+    })
+}
+
+/// `track_scripts`: each names a `[[vrrp_script]]`; its weight overrides
+/// the script's.
+fn track_scripts(
+    cx: &mut Ctx<'_>,
+    r: &RawVrrp,
+    known: &[&str],
+    scripts: &[VrrpScript],
+    owner: &str,
+) -> Option<Vec<TrackScript>> {
+    let Some(list) = &r.track_scripts else {
+        return Some(Vec::new());
+    };
+    let mut out = Vec::new();
+    let mut ok = true;
+    let mut seen: Vec<String> = Vec::new();
+    for t in list.get_ref() {
+        let th = t.span();
+        let tr = t.get_ref();
+        let table = format!("track_scripts of {owner}");
+        let name = cx
+            .require(&tr.name, &th, &table, "name")
+            .and_then(|v| cx.nonempty(v, "track_scripts name"));
+        let weight = match &tr.weight {
+            None => Some(None),
+            Some(v) => cx
+                .int_in(v, "track_scripts weight", owner, WEIGHT_MIN, WEIGHT_MAX)
+                .map(Some),
+        };
+        let name = match (name, &tr.name) {
+            (Some(name), Some(nv)) if !known.contains(&name.as_str()) => {
+                cx.err(
+                    nv.span(),
+                    format!("track_scripts of {owner} names vrrp_script \"{name}\", which does not exist"),
+                );
+                None
+            }
+            (Some(name), Some(nv)) if seen.contains(&name) => {
+                cx.err(
+                    nv.span(),
+                    format!("vrrp_script \"{name}\" is tracked twice by {owner}"),
+                );
+                None
+            }
+            (Some(name), _) => {
+                seen.push(name.clone());
+                Some(name)
+            }
+            (None, _) => None,
+        };
+        let (Some(name), Some(weight)) = (name, weight) else {
+            ok = false;
+            continue;
+        };
+        // A script that failed its own checks has no weight; its error is
+        // reported there and the config is refused anyway.
+        let default = scripts
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.weight)
+            .unwrap_or(0);
+        out.push(TrackScript {
+            name,
+            weight: weight.map(|w| w as i32).unwrap_or(default),
+        });
+    }
+    ok.then_some(out)
+}
+
+/// `[[vrrp_script]]` tables.
+fn vrrp_scripts(cx: &mut Ctx<'_>, raws: &[S<RawVrrpScript>]) -> Vec<VrrpScript> {
+    let mut out = Vec::new();
+    let mut names: HashMap<String, usize> = HashMap::new();
+    for sc in raws {
+        let h = sc.span();
+        let table = cx.table_name(&h, "vrrp_script");
+        let r = sc.get_ref();
+        let name = cx.unique_name(&r.name, &h, &table, "vrrp_script", &mut names);
+        let owner = format!("vrrp_script \"{}\"", name.clone().unwrap_or_default());
+        let script = cx
+            .require(&r.script, &h, &table, "script")
+            .and_then(|v| cx.argv(v, "script", &owner));
+        let interval = match &r.interval {
+            None => Some(Duration::from_secs(1)),
+            Some(v) => cx.duration_in(v, "interval", &owner, true),
+        };
+        let timeout = match &r.timeout {
+            None => interval,
+            Some(v) => cx.duration_in(v, "timeout", &owner, true),
+        };
+        if let (Some(i), Some(t), Some(tv)) = (interval, timeout, &r.timeout) {
+            if t > i {
+                cx.err(tv.span(), format!("timeout {} of {owner} is longer than its interval {}: a run must end before the next one starts", humantime::format_duration(t), humantime::format_duration(i)));
+            }
+        }
+        let weight = match &r.weight {
+            None => Some(0),
+            Some(v) => cx.int_in(v, "weight", &owner, WEIGHT_MIN, WEIGHT_MAX),
+        };
+        let max = i64::from(u32::MAX);
+        let rise = match &r.rise {
+            None => Some(1),
+            Some(v) => cx.int_in(v, "rise", &owner, 1, max),
+        };
+        let fall = match &r.fall {
+            None => Some(1),
+            Some(v) => cx.int_in(v, "fall", &owner, 1, max),
+        };
+        if let (
+            Some(name),
+            Some(script),
+            Some(interval),
+            Some(timeout),
+            Some(w),
+            Some(rise),
+            Some(fall),
+        ) = (name, script, interval, timeout, weight, rise, fall)
+        {
+            out.push(VrrpScript {
+                name,
+                script,
+                interval,
+                timeout,
+                weight: w as i32,
+                rise: rise as u32,
+                fall: fall as u32,
             });
         }
     }
@@ -660,10 +1121,21 @@ fn sync_groups(
             }
             None => {}
         }
-        if let Some(name) = name {
+        let notify = cx.notify(
+            &format!("sync_group \"{label}\""),
+            [
+                &r.notify_master,
+                &r.notify_backup,
+                &r.notify_fault,
+                &r.notify_stop,
+                &r.notify,
+            ],
+        );
+        if let (Some(name), Some(notify)) = (name, notify) {
             out.push(SyncGroup {
                 name,
                 instances: members,
+                notify,
             });
         }
     }
