@@ -28,6 +28,8 @@ pub enum Request {
     Conns,
     /// Re-read the config file and apply only the difference.
     Reload,
+    /// Every VRRP instance (`directorctl vrrp`).
+    Vrrp,
 }
 
 /// A service the director owns, as named in the config.
@@ -102,6 +104,7 @@ pub enum Response {
     Status(Box<StatusReply>),
     Conns { proc_ip_vs_conn: String },
     Reload(ReloadReply),
+    Vrrp(Box<vrrp::driver::Snapshot>),
     Error { message: String },
 }
 

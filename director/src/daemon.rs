@@ -48,6 +48,8 @@ pub enum DaemonError {
     ControlSocket { path: String, detail: String },
     #[error("metrics_listen {addr}: {detail}")]
     Metrics { addr: String, detail: String },
+    #[error("{0}")]
+    Vrrp(String),
 }
 
 /// Which part of the nftables table a dataplane asks for.
@@ -120,6 +122,9 @@ struct Shared {
     triggers: amsc::Sender<Trigger>,
     metrics: Metrics,
     kind: DataplaneKind,
+    /// VRRP, once started (after the first pass: the dataplane is
+    /// programmed before this box can become master).
+    vrrp: Arc<std::sync::OnceLock<Arc<crate::vrrp_host::VrrpHandle>>>,
 }
 
 /// Runs the kernel worker: owns the dataplane and the sysctls, serves
@@ -303,6 +308,7 @@ where
         triggers: trig_tx,
         metrics,
         kind,
+        vrrp: Arc::new(std::sync::OnceLock::new()),
     };
 
     let listener = bind_control_socket(&socket_path)?;
@@ -336,6 +342,21 @@ where
 
     // First pass before READY: adopt what is there, add what is missing.
     run_pass(&shared, "startup").await;
+    // Then VRRP: the table is in place before this box can take the VIPs.
+    let vrrp_config = shared.state.lock().ok().map(|s| s.config.clone());
+    if let Some(cfg) = vrrp_config {
+        match crate::vrrp_host::VrrpHandle::start(&cfg) {
+            Ok(Some(h)) => {
+                info!(event = "vrrp_started", instances = cfg.vrrp_instances.len());
+                let _ = shared.vrrp.set(Arc::new(h));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                let _ = std::fs::remove_file(&socket_path);
+                return Err(DaemonError::Vrrp(e.to_string()));
+            }
+        }
+    }
     ready();
 
     let mut shutdown = std::pin::pin!(shutdown);
@@ -357,6 +378,12 @@ where
         if let Some(done) = trigger.done {
             let _ = done.send(summary);
         }
+    }
+    if let Some(v) = shared.vrrp.get() {
+        // RFC 5798 6.4.3 Shutdown: priority 0, VIPs released, so the
+        // backup takes over after Skew_Time.
+        v.shutdown().await;
+        info!(event = "vrrp_stopped");
     }
     info!(
         event = "stopping",
@@ -650,6 +677,13 @@ async fn handle(req: Request, shared: &Shared) -> Response {
             },
         },
         Request::Reload => reload(shared).await,
+        Request::Vrrp => match shared.vrrp.get() {
+            Some(v) => match v.status().await {
+                Ok(snap) => Response::Vrrp(Box::new(snap)),
+                Err(message) => Response::Error { message },
+            },
+            None => Response::Vrrp(Box::new(vrrp::driver::Snapshot::empty())),
+        },
     }
 }
 
@@ -701,6 +735,15 @@ async fn reload(shared: &Shared) -> Response {
             warn!(
                 event = "reload_partial",
                 note = "control_socket, metrics_listen and dataplane changes take effect at the next restart"
+            );
+        }
+        if new.vrrp_instances != s.config.vrrp_instances
+            || new.sync_groups != s.config.sync_groups
+            || new.vrrp_scripts != s.config.vrrp_scripts
+        {
+            warn!(
+                event = "reload_partial",
+                note = "VRRP changes (vrrp_instance, sync_group, vrrp_script) take effect at the next restart; the running instances keep their settings"
             );
         }
         s.desired = Arc::new(desired_table(&new));
@@ -801,9 +844,6 @@ fn spawn_sighup_reload(shared: Shared) {
 /// issues: say so at startup instead of silently ignoring them.
 fn warn_unbuilt_sections(config: &Config) {
     let mut idle = Vec::new();
-    if !config.vrrp_instances.is_empty() {
-        idle.push("[[vrrp_instance]] (VIPs are not managed: keep keepalived's VRRP for now)");
-    }
     if config.virtual_servers.iter().any(|v| v.health.is_some()) {
         idle.push(
             "virtual_server.health (no health checks run: every real server stays in the pool)",

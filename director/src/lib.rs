@@ -23,6 +23,9 @@
 //! - [`rtnl`]: rtnetlink: VIPs on interfaces (`Addresses`, with a recording
 //!   fake), interface indexes, link up/down events (`LinkWatch`).
 //! - [`nft`]: the nftables dataplane (`inet director` table via the nft CLI).
+//! - [`vrrp_host`]: VRRP in the daemon: runs `vrrp::driver` on its own
+//!   thread and executes its events in order (VIPs via `rtnl`, then
+//!   gratuitous ARP/NA, notify commands, link tracking).
 //! - [`daemon`]: `director run`: reconcile loop, triggers, control socket.
 //!
 //! Only `ipvs`, `nft`, `sysctl`, `conntrack` and `rtnl` write to the kernel.
@@ -45,3 +48,4 @@ pub mod nft;
 pub mod reconcile;
 pub mod rtnl;
 pub mod sysctl;
+pub mod vrrp_host;

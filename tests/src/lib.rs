@@ -226,6 +226,21 @@ impl Daemon {
     }
 
     /// SIGKILL, no cleanup: what a crash looks like.
+    /// SIGTERM, as systemd stops it, and wait (at most 10 s) for it to
+    /// exit; returns whether it exited.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut c) = self.child.take() else {
+            return true;
+        };
+        let _ = Command::new("kill").arg(c.id().to_string()).status();
+        let exited = wait_for(Duration::from_secs(10), || c.try_wait().ok().flatten()).is_some();
+        if !exited {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        exited
+    }
+
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();

@@ -150,6 +150,20 @@ pub struct Snapshot {
     pub last_event_seq: u64,
 }
 
+impl Snapshot {
+    /// No instance configured.
+    pub fn empty() -> Snapshot {
+        Snapshot {
+            now: Time::ZERO,
+            instances: Vec::new(),
+            lateness: Lateness::default(),
+            unknown_vrid: 0,
+            advert_send_errors: 0,
+            last_event_seq: 0,
+        }
+    }
+}
+
 /// Why the driver cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {

@@ -74,6 +74,11 @@ enum Command {
     },
     /// Re-read the config file and apply only the difference.
     Reload,
+    /// VRRP instances: state, priorities, master heard, VIPs, counters.
+    Vrrp {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -82,6 +87,7 @@ fn main() -> ExitCode {
         Command::Status { .. } => Request::Status,
         Command::Conns { .. } => Request::Conns,
         Command::Reload => Request::Reload,
+        Command::Vrrp { .. } => Request::Vrrp,
     };
     let timeout = match req {
         Request::Reload => Duration::from_secs(600),
@@ -182,6 +188,17 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        (Command::Vrrp { json }, Response::Vrrp(snap)) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&snap).unwrap_or_default()
+                );
+            } else {
+                print!("{}", director::format::vrrp(&snap));
+            }
+            ExitCode::SUCCESS
         }
         (Command::Reload, Response::Reload(r)) => {
             if !r.rejected.is_empty() {

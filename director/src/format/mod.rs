@@ -88,6 +88,7 @@
 
 mod conn;
 mod sort;
+mod vrrp;
 
 #[cfg(test)]
 mod golden;
@@ -95,6 +96,7 @@ mod golden;
 mod tests;
 
 pub use conn::{connections, parse_connections, Conn, ConnOptions};
+pub use vrrp::vrrp;
 
 use crate::model::{
     svc_flags, Family, Forward, KernelDest, KernelService, KernelTable, ServiceKey, SyncDaemon,

@@ -1,0 +1,755 @@
+//! VRRP in the daemon: the host side of [`vrrp::driver`].
+//!
+//! ```text
+//!  thread "vrrp" (its own current-thread runtime: nothing else the daemon
+//!  does, no nft dump and no conntrack walk, can delay a VRRP timer)
+//!   ├─ Driver task            all instances (vrrp::driver)
+//!   ├─ one reader per port    VrrpSocket::recv -> Command::Packet
+//!   ├─ executor               HostEvent, strictly in order:
+//!   │                           AddVips    -> rtnetlink RTM_NEWADDR (IPv6: nodad)
+//!   │                           RemoveVips -> RTM_DELADDR
+//!   │                           SendGratuitous -> ARP announcement / unsolicited NA
+//!   │                           StateChange -> log, metrics, notify queue, followers
+//!   ├─ notify runner          argv commands one after the other (never a shell)
+//!   └─ track scripts          argv commands every interval, rise/fall
+//!  thread "vrrp-links"        RTNLGRP_LINK events -> InterfaceDown/Up, tracking
+//! ```
+//!
+//! Ordering at takeover is the executor's order: the driver emits AddVips
+//! before SendGratuitous, and the executor finishes the address change
+//! before it announces it (RFC 5798 6.4.1 (master): "broadcast a
+//! gratuitous ARP request containing the virtual router MAC address for
+//! each IP address associated with the virtual router" — for addresses the
+//! host answers for).
+
+use crate::config::{Config, VrrpInstance};
+use crate::rtnl;
+
+pub mod track;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tracing::{info, warn};
+use vrrp::driver::{AdvertSink, Command, Driver, GroupSpec, HostEvent, InstanceSpec, Snapshot};
+use vrrp::machine::{self, Action, Input, State};
+use vrrp::net::{Announcer, Interface, VrrpSocket};
+
+/// Why VRRP could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum VrrpStartError {
+    #[error("vrrp_instance {instance}: interface {interface}: {detail}")]
+    Interface {
+        instance: String,
+        interface: String,
+        detail: String,
+    },
+    #[error("vrrp_instance {instance}: {detail}")]
+    Instance { instance: String, detail: String },
+    #[error("vrrp: {0}")]
+    Runtime(String),
+}
+
+/// A running VRRP side, as the daemon holds it.
+pub struct VrrpHandle {
+    commands: mpsc::Sender<Command>,
+    followers: broadcast::Sender<HostEvent>,
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// The port key: one raw socket per interface, source address and mode.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct PortKey {
+    interface: String,
+    src: IpAddr,
+    multicast: bool,
+}
+
+struct Prepared {
+    specs: Vec<InstanceSpec>,
+    groups: Vec<GroupSpec>,
+    ports: Vec<(PortKey, Interface)>,
+    /// instance -> (interface index, VIP -> prefix length)
+    vips: BTreeMap<String, (u32, BTreeMap<IpAddr, u8>)>,
+}
+
+/// The machine config of one instance on `iface`.
+fn machine_config(inst: &VrrpInstance, iface: &Interface) -> Result<machine::Config, String> {
+    let vips: Vec<IpAddr> = inst.virtual_ipaddresses.iter().map(|(a, _)| *a).collect();
+    let v6 = vips.first().is_some_and(IpAddr::is_ipv6);
+    let primary = match (inst.unicast_src_ip, v6) {
+        (Some(src), _) => src,
+        (None, false) => iface
+            .ipv4
+            .first()
+            .copied()
+            .map(IpAddr::V4)
+            .ok_or("has no IPv4 address to send adverts from (RFC 5798 5.1.1.1)")?,
+        (None, true) => iface
+            .ipv6_link_local
+            .map(IpAddr::V6)
+            .ok_or("has no IPv6 link-local address to send adverts from (RFC 5798 5.1.2.1)")?,
+    };
+    let mut c = machine::Config::new(inst.vrid, primary, vips);
+    c.version = inst.version;
+    c.priority = inst.priority;
+    c.advert_interval = inst.advert_interval;
+    c.preempt = inst.preempt;
+    c.preempt_delay = inst.preempt_delay;
+    c.accept_mode = inst.accept;
+    c.unicast_peers = inst.unicast_peers.clone();
+    c.garp = machine::GarpConfig {
+        master_delay: inst.garp.master_delay,
+        master_repeat: inst.garp.master_repeat,
+        master_refresh: inst.garp.master_refresh,
+        master_refresh_repeat: inst.garp.master_refresh_repeat,
+        lower_prio_delay: inst.garp.lower_prio_delay,
+        lower_prio_repeat: inst.garp.lower_prio_repeat,
+    };
+    if let Some(crate::config::VrrpAuth::Pass { auth_pass }) = &inst.authentication {
+        c.auth = machine::V2Auth::SimpleText(auth_pass.expose().to_string());
+    }
+    c.shutdown = if inst.shutdown_priority_zero {
+        machine::ShutdownMode::Release
+    } else {
+        machine::ShutdownMode::Retain
+    };
+    c.validate().map_err(|e| e.to_string())?;
+    Ok(c)
+}
+
+fn prepare(config: &Config) -> Result<Prepared, VrrpStartError> {
+    let mut p = Prepared {
+        specs: Vec::new(),
+        groups: Vec::new(),
+        ports: Vec::new(),
+        vips: BTreeMap::new(),
+    };
+    for inst in &config.vrrp_instances {
+        let iface =
+            vrrp::net::interface(&inst.interface).map_err(|e| VrrpStartError::Interface {
+                instance: inst.name.clone(),
+                interface: inst.interface.clone(),
+                detail: e.to_string(),
+            })?;
+        let mc = machine_config(inst, &iface).map_err(|detail| VrrpStartError::Interface {
+            instance: inst.name.clone(),
+            interface: inst.interface.clone(),
+            detail,
+        })?;
+        let key = PortKey {
+            interface: inst.interface.clone(),
+            src: mc.primary_address,
+            multicast: inst.unicast_peers.is_empty(),
+        };
+        let port = match p.ports.iter().position(|(k, _)| *k == key) {
+            Some(i) => i,
+            None => {
+                p.ports.push((key, iface.clone()));
+                p.ports.len() - 1
+            }
+        };
+        p.vips.insert(
+            inst.name.clone(),
+            (
+                iface.index,
+                inst.virtual_ipaddresses.iter().copied().collect(),
+            ),
+        );
+        p.specs.push(InstanceSpec {
+            name: inst.name.clone(),
+            interface: inst.interface.clone(),
+            port,
+            config: mc,
+        });
+    }
+    for g in &config.sync_groups {
+        p.groups.push(GroupSpec {
+            name: g.name.clone(),
+            members: g.instances.clone(),
+        });
+    }
+    Ok(p)
+}
+
+/// A port's socket as the driver's sink. Sends are non-blocking: a full
+/// socket buffer drops the advert (counted by the driver), it never
+/// stalls the timers.
+struct SocketSink(Arc<VrrpSocket>);
+
+impl AdvertSink for SocketSink {
+    fn send(&self, payload: &[u8], dst: IpAddr) -> std::io::Result<()> {
+        self.0.try_send(payload, dst)
+    }
+}
+
+/// Numbers for `directorctl vrrp` and metrics that the driver does not
+/// keep: what the host did with the events.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostCounters {
+    pub vip_errors: u64,
+    pub gratuitous_sent: u64,
+    pub gratuitous_errors: u64,
+    pub notify_runs: u64,
+    pub notify_failures: u64,
+}
+
+impl VrrpHandle {
+    /// Starts VRRP for `config` (`None` when it has no instance). Fails
+    /// before anything is sent or configured if an interface, address or
+    /// socket is missing.
+    pub fn start(config: &Config) -> Result<Option<VrrpHandle>, VrrpStartError> {
+        if config.vrrp_instances.is_empty() {
+            return Ok(None);
+        }
+        let prepared = prepare(config)?;
+        let notify = notify_table(config);
+        let tracker = track::Tracker::new(config);
+        let scripts: Vec<crate::config::VrrpScript> = config
+            .vrrp_scripts
+            .iter()
+            .filter(|s| tracker.scripts().contains(&s.name))
+            .cloned()
+            .collect();
+        let (cmd_tx, cmd_rx) = mpsc::channel::<Command>(4096);
+        let (followers, _) = broadcast::channel::<HostEvent>(1024);
+        let (started_tx, started_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+        let followers_for_thread = followers.clone();
+        let cmd_for_readers = cmd_tx.clone();
+        let thread = std::thread::Builder::new()
+            .name("vrrp".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = started_tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                rt.block_on(run_thread(
+                    prepared,
+                    notify,
+                    tracker,
+                    scripts,
+                    cmd_rx,
+                    cmd_for_readers,
+                    followers_for_thread,
+                    started_tx,
+                ));
+            })
+            .map_err(|e| VrrpStartError::Runtime(e.to_string()))?;
+        match started_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                return Err(VrrpStartError::Runtime(e));
+            }
+            Err(_) => {
+                let _ = thread.join();
+                return Err(VrrpStartError::Runtime("the vrrp thread died".into()));
+            }
+        }
+        Ok(Some(VrrpHandle {
+            commands: cmd_tx,
+            followers,
+            thread: std::sync::Mutex::new(Some(thread)),
+        }))
+    }
+
+    /// Every instance, now.
+    pub async fn status(&self) -> Result<Snapshot, String> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Status(tx))
+            .await
+            .map_err(|_| "vrrp is not running".to_string())?;
+        rx.await.map_err(|_| "vrrp is not running".to_string())
+    }
+
+    /// The ordered event stream from now on (`directorctl vrrp --follow`).
+    pub fn subscribe(&self) -> broadcast::Receiver<HostEvent> {
+        self.followers.subscribe()
+    }
+
+    /// An input for one instance (tests, tracking).
+    pub async fn input(&self, instance: &str, input: Input) {
+        let _ = self
+            .commands
+            .send(Command::Input {
+                instance: instance.to_string(),
+                input,
+            })
+            .await;
+    }
+
+    /// Releases: priority-0 adverts (RFC 5798 6.4.3 "Shutdown"), VIPs
+    /// removed, notify_stop; returns when that is done.
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Shutdown(tx)).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), rx).await;
+        }
+        let thread = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(t) = thread {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+    }
+}
+
+/// Notify argv per instance: `notify_master` & co and the generic
+/// `notify` (keepalived's: INSTANCE|GROUP name state priority appended).
+#[derive(Debug, Clone, Default)]
+struct NotifyArgs {
+    master: Option<Vec<String>>,
+    backup: Option<Vec<String>>,
+    fault: Option<Vec<String>>,
+    stop: Option<Vec<String>>,
+    generic: Option<Vec<String>>,
+    priority: u8,
+}
+
+fn notify_table(config: &Config) -> BTreeMap<String, NotifyArgs> {
+    config
+        .vrrp_instances
+        .iter()
+        .map(|i| {
+            (
+                i.name.clone(),
+                NotifyArgs {
+                    master: i.notify.master.clone(),
+                    backup: i.notify.backup.clone(),
+                    fault: i.notify.fault.clone(),
+                    stop: i.notify.stop.clone(),
+                    generic: i.notify.generic.clone(),
+                    priority: i.priority,
+                },
+            )
+        })
+        .collect()
+}
+
+/// The commands one state change runs, in order.
+fn notify_commands(
+    args: &NotifyArgs,
+    instance: &str,
+    new: State,
+    stopping: bool,
+) -> Vec<Vec<String>> {
+    let (specific, word) = match (new, stopping) {
+        (_, true) => (&args.stop, "STOP"),
+        (State::Master, _) => (&args.master, "MASTER"),
+        (State::Backup, _) => (&args.backup, "BACKUP"),
+        (State::Fault, _) => (&args.fault, "FAULT"),
+        (State::Initialize, _) => (&None, "INIT"),
+    };
+    let mut out = Vec::new();
+    if let Some(argv) = specific {
+        out.push(argv.clone());
+    }
+    if let Some(argv) = &args.generic {
+        let mut a = argv.clone();
+        a.extend([
+            "INSTANCE".to_string(),
+            instance.to_string(),
+            word.to_string(),
+            args.priority.to_string(),
+        ]);
+        out.push(a);
+    }
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_thread(
+    prepared: Prepared,
+    notify: BTreeMap<String, NotifyArgs>,
+    tracker: track::Tracker,
+    scripts: Vec<crate::config::VrrpScript>,
+    commands: mpsc::Receiver<Command>,
+    cmd_tx: mpsc::Sender<Command>,
+    followers: broadcast::Sender<HostEvent>,
+    started: std::sync::mpsc::Sender<Result<(), String>>,
+) {
+    // Everything that can fail for want of a socket or privilege fails
+    // here, before the driver starts.
+    let mut sockets = Vec::new();
+    let mut announcers: BTreeMap<String, Announcer> = BTreeMap::new();
+    for (key, iface) in &prepared.ports {
+        match VrrpSocket::open(iface, key.src, key.multicast) {
+            Ok(s) => sockets.push(Arc::new(s)),
+            Err(e) => {
+                let _ = started.send(Err(format!(
+                    "opening the VRRP socket on {} from {}: {e}",
+                    key.interface, key.src
+                )));
+                return;
+            }
+        }
+        if !announcers.contains_key(&key.interface) {
+            match Announcer::open(iface) {
+                Ok(a) => {
+                    announcers.insert(key.interface.clone(), a);
+                }
+                Err(e) => {
+                    let _ = started.send(Err(format!(
+                        "opening the gratuitous ARP/NA socket on {}: {e}",
+                        key.interface
+                    )));
+                    return;
+                }
+            }
+        }
+    }
+    let mut addresses = match rtnl::RtnlSocket::open() {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = started.send(Err(format!("opening rtnetlink: {e}")));
+            return;
+        }
+    };
+    // Start clean: VIPs a previous run left behind (a `kill -9` releases
+    // nothing) would make this box answer for them while backup. They
+    // come back when, and only when, this box becomes master.
+    {
+        use rtnl::Addresses;
+        for (instance, (index, vips)) in &prepared.vips {
+            let present = addresses.list(*index).unwrap_or_default();
+            for (vip, prefix) in vips {
+                if present.contains(&(*vip, *prefix)) {
+                    match addresses.delete(*index, *vip, *prefix) {
+                        Ok(()) => {
+                            info!(event = "vip_stale_removed", instance = %instance, address = %vip)
+                        }
+                        Err(e) => {
+                            warn!(event = "vip_remove_failed", instance = %instance, address = %vip, error = %e)
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let (events_tx, events_rx) = mpsc::unbounded_channel::<HostEvent>();
+    let sinks: Vec<Arc<dyn AdvertSink>> = sockets
+        .iter()
+        .map(|s| Arc::new(SocketSink(s.clone())) as Arc<dyn AdvertSink>)
+        .collect();
+    let driver = match Driver::new(prepared.specs, prepared.groups, sinks, events_tx) {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = started.send(Err(e.to_string()));
+            return;
+        }
+    };
+    for (port, socket) in sockets.iter().enumerate() {
+        let socket = socket.clone();
+        let tx = cmd_tx.clone();
+        tokio::spawn(async move {
+            loop {
+                match socket.recv().await {
+                    Ok(inc) => {
+                        let packet = machine::RxPacket {
+                            src: inc.src,
+                            dst: inc.dst,
+                            ttl: inc.ttl_or_hop_limit,
+                            payload: inc.payload,
+                        };
+                        if tx.send(Command::Packet { port, packet }).await.is_err() {
+                            return;
+                        }
+                    }
+                    // A malformed IPv4 header or a transient error: the
+                    // next packet is independent.
+                    Err(e) => tracing::debug!(event = "vrrp_recv_error", error = %e),
+                }
+            }
+        });
+    }
+    let (notify_tx, notify_rx) = mpsc::unbounded_channel::<Vec<String>>();
+    tokio::spawn(notify_runner(notify_rx));
+    let executor = tokio::spawn(execute(
+        events_rx,
+        addresses,
+        announcers,
+        prepared.vips,
+        notify,
+        notify_tx,
+        followers,
+    ));
+    start_tracking(tracker, scripts, cmd_tx.clone());
+    let _ = started.send(Ok(()));
+    driver.run(commands).await;
+    // The driver dropped its event sender: the executor finishes the
+    // queue (the releases of a shutdown) and ends.
+    let _ = executor.await;
+}
+
+async fn execute(
+    mut events: mpsc::UnboundedReceiver<HostEvent>,
+    mut addresses: rtnl::RtnlSocket,
+    announcers: BTreeMap<String, Announcer>,
+    vips: BTreeMap<String, (u32, BTreeMap<IpAddr, u8>)>,
+    notify: BTreeMap<String, NotifyArgs>,
+    notify_tx: mpsc::UnboundedSender<Vec<String>>,
+    followers: broadcast::Sender<HostEvent>,
+) {
+    use rtnl::Addresses;
+    while let Some(ev) = events.recv().await {
+        let (index, prefixes) = match vips.get(&ev.instance) {
+            Some((i, p)) => (*i, p.clone()),
+            None => (0, BTreeMap::new()),
+        };
+        match &ev.action {
+            Action::AddVips {
+                addresses: list, ..
+            } => {
+                for a in list {
+                    let prefix =
+                        prefixes
+                            .get(a)
+                            .copied()
+                            .unwrap_or(if a.is_ipv4() { 32 } else { 128 });
+                    match addresses.add(index, *a, prefix) {
+                        Ok(()) => {
+                            info!(event = "vip_added", instance = %ev.instance, address = %a, prefix)
+                        }
+                        Err(e) => {
+                            warn!(event = "vip_add_failed", instance = %ev.instance, address = %a, error = %e)
+                        }
+                    }
+                }
+            }
+            Action::RemoveVips { addresses: list } => {
+                for a in list {
+                    let prefix =
+                        prefixes
+                            .get(a)
+                            .copied()
+                            .unwrap_or(if a.is_ipv4() { 32 } else { 128 });
+                    match addresses.delete(index, *a, prefix) {
+                        Ok(()) => {
+                            info!(event = "vip_removed", instance = %ev.instance, address = %a)
+                        }
+                        Err(e) => {
+                            warn!(event = "vip_remove_failed", instance = %ev.instance, address = %a, error = %e)
+                        }
+                    }
+                }
+            }
+            Action::SendGratuitous {
+                addresses: list,
+                repeat,
+            } => {
+                if let Some(ann) = announcers.get(&ev.interface) {
+                    for _ in 0..*repeat {
+                        for a in list {
+                            if let Err(e) = ann.announce(*a) {
+                                warn!(event = "gratuitous_failed", instance = %ev.instance, address = %a, error = %e);
+                            }
+                        }
+                    }
+                }
+            }
+            Action::StateChange { old, new, reason } => {
+                info!(
+                    event = "vrrp_state_change",
+                    instance = %ev.instance,
+                    old = %old,
+                    new = %new,
+                    reason = %reason,
+                    seq = ev.seq
+                );
+                if let Some(args) = notify.get(&ev.instance) {
+                    let stopping = matches!(reason, machine::Reason::Shutdown);
+                    for argv in notify_commands(args, &ev.instance, *new, stopping) {
+                        let _ = notify_tx.send(argv);
+                    }
+                }
+            }
+            Action::Anomaly {
+                from,
+                anomaly,
+                discarded,
+            } => {
+                tracing::debug!(event = "vrrp_anomaly", instance = %ev.instance, from = %from, anomaly = ?anomaly, discarded);
+            }
+            Action::SendAdvert { .. } => {}
+        }
+        // Followers that fell behind lose events; the sequence numbers
+        // tell them so.
+        let _ = followers.send(ev);
+    }
+}
+
+/// What the tracker hears.
+enum TrackMsg {
+    Link { name: String, up: bool },
+    Script { name: String, ok: bool },
+}
+
+/// Link events (a thread on RTNLGRP_LINK), script runs (a task each) and
+/// the tracker that turns them into instance inputs.
+fn start_tracking(
+    mut tracker: track::Tracker,
+    scripts: Vec<crate::config::VrrpScript>,
+    commands: mpsc::Sender<Command>,
+) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<TrackMsg>();
+    let links = tx.clone();
+    let spawned = std::thread::Builder::new()
+        .name("vrrp-links".into())
+        .spawn(move || {
+            let mut watch = match rtnl::LinkWatch::open() {
+                Ok(w) => w,
+                Err(e) => {
+                    warn!(event = "link_watch_failed", error = %e);
+                    return;
+                }
+            };
+            match watch.snapshot() {
+                Ok(all) => {
+                    for l in all {
+                        let _ = links.send(TrackMsg::Link {
+                            name: l.name,
+                            up: l.up,
+                        });
+                    }
+                }
+                Err(e) => warn!(event = "link_watch_failed", error = %e),
+            }
+            loop {
+                match watch.next_timeout(Duration::from_secs(1)) {
+                    Ok(Some(l)) => {
+                        if links
+                            .send(TrackMsg::Link {
+                                name: l.name,
+                                up: l.up,
+                            })
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    // Idle: stop once the tracker is gone.
+                    Ok(None) if links.is_closed() => return,
+                    Ok(None) => {}
+                    Err(e) => {
+                        warn!(event = "link_watch_failed", error = %e);
+                        std::thread::sleep(Duration::from_secs(1));
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        warn!(event = "link_watch_failed", error = %e);
+    }
+    for s in scripts {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let mut state = track::ScriptState::new(s.rise, s.fall);
+            let mut tick = tokio::time::interval(s.interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let ok = run_argv(&s.script, s.timeout).await.is_ok();
+                if let Some(now_ok) = state.result(ok) {
+                    info!(event = "track_script_state", script = %s.name, ok = now_ok);
+                    if tx
+                        .send(TrackMsg::Script {
+                            name: s.name.clone(),
+                            ok: now_ok,
+                        })
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+        });
+    }
+    drop(tx);
+    tokio::spawn(async move {
+        while let Some(msg) = rx.recv().await {
+            let inputs = match msg {
+                TrackMsg::Link { name, up } => tracker.link(&name, up),
+                TrackMsg::Script { name, ok } => tracker.script(&name, ok),
+            };
+            for (instance, input) in inputs {
+                if commands
+                    .send(Command::Input { instance, input })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    });
+}
+
+/// Runs `argv` (no shell) and waits at most `timeout`; Ok on exit 0.
+async fn run_argv(argv: &[String], timeout: Duration) -> Result<(), String> {
+    let Some((program, args)) = argv.split_first() else {
+        return Err("empty command".into());
+    };
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    match tokio::time::timeout(timeout, child.wait()).await {
+        Ok(Ok(status)) if status.success() => Ok(()),
+        Ok(Ok(status)) => Err(status.to_string()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("timed out after {timeout:?}")),
+    }
+}
+
+/// Runs notify commands one at a time, in the order the state changes
+/// happened; each gets 60 s before it is killed.
+async fn notify_runner(mut queue: mpsc::UnboundedReceiver<Vec<String>>) {
+    while let Some(argv) = queue.recv().await {
+        let outcome = run_argv(&argv, Duration::from_secs(60)).await;
+        match outcome {
+            Ok(()) => info!(event = "notify_ran", command = ?argv),
+            Err(e) => warn!(event = "notify_failed", command = ?argv, error = %e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notify_runs_the_specific_command_then_the_generic_one() {
+        let args = NotifyArgs {
+            master: Some(vec!["/bin/m".into()]),
+            generic: Some(vec!["/bin/n".into(), "x".into()]),
+            priority: 150,
+            ..NotifyArgs::default()
+        };
+        assert_eq!(
+            notify_commands(&args, "VI_1", State::Master, false),
+            vec![
+                vec!["/bin/m".to_string()],
+                vec!["/bin/n", "x", "INSTANCE", "VI_1", "MASTER", "150"]
+                    .into_iter()
+                    .map(String::from)
+                    .collect::<Vec<_>>()
+            ]
+        );
+        assert_eq!(
+            notify_commands(&args, "VI_1", State::Backup, true)[0][4],
+            "STOP"
+        );
+        assert!(notify_commands(&NotifyArgs::default(), "VI_1", State::Fault, false).is_empty());
+    }
+}
