@@ -292,6 +292,55 @@ impl<'a> Iterator for AttrIter<'a> {
     }
 }
 
+/// Sends one whole request on `sock` (EINTR retried). Netlink sends a
+/// datagram whole or not at all; a short count would be a kernel bug, and
+/// is an error rather than half a request.
+pub fn send_all(sock: &netlink_sys::Socket, buf: &[u8]) -> std::io::Result<()> {
+    loop {
+        match sock.send(buf, 0) {
+            Ok(n) if n == buf.len() => return Ok(()),
+            Ok(n) => {
+                return Err(std::io::Error::other(format!(
+                    "short netlink send: {n} of {} bytes",
+                    buf.len()
+                )))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Receives one whole datagram into `rbuf` (EINTR retried): peeked first
+/// with `MSG_TRUNC`, which makes the kernel report its real size, the
+/// buffer grown to fit, then read. `flags` (`MSG_DONTWAIT`) apply to both.
+pub fn recv_datagram(
+    sock: &netlink_sys::Socket,
+    rbuf: &mut Vec<u8>,
+    flags: libc::c_int,
+) -> std::io::Result<()> {
+    loop {
+        rbuf.clear();
+        let cap = rbuf.capacity();
+        match sock.recv(rbuf, flags | libc::MSG_PEEK | libc::MSG_TRUNC) {
+            Ok(n) if n > cap => {
+                rbuf.clear();
+                rbuf.reserve(n);
+                continue;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+        rbuf.clear();
+        match sock.recv(rbuf, flags) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Appends netlink messages and attributes to a byte buffer. Lengths are
 /// patched in when a message or nest is closed.
 #[derive(Debug, Default)]

@@ -180,42 +180,11 @@ impl ConntrackSocket {
     }
 
     fn send(&self, what: &'static str, buf: &[u8]) -> Result<(), ConntrackError> {
-        loop {
-            match self.sock.send(buf, 0) {
-                Ok(n) if n == buf.len() => return Ok(()),
-                Ok(n) => {
-                    return Err(ConntrackError::Io {
-                        what,
-                        source: io::Error::other(format!(
-                            "short netlink send: {n} of {} bytes",
-                            buf.len()
-                        )),
-                    })
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(ConntrackError::Io { what, source: e }),
-            }
-        }
+        nl::send_all(&self.sock, buf).map_err(|source| ConntrackError::Io { what, source })
     }
 
-    /// One datagram into `self.rbuf`; `MSG_TRUNC` makes the kernel report
-    /// the real size, so a truncated datagram is an error, not garbage.
     fn recv(&mut self) -> io::Result<()> {
-        loop {
-            self.rbuf.clear();
-            self.rbuf.reserve(RECV_BUF);
-            let cap = self.rbuf.capacity();
-            match self.sock.recv(&mut self.rbuf, libc::MSG_TRUNC) {
-                Ok(n) if n > cap => {
-                    return Err(io::Error::other(format!(
-                        "netlink datagram of {n} bytes truncated to {cap}"
-                    )))
-                }
-                Ok(_) => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-        }
+        nl::recv_datagram(&self.sock, &mut self.rbuf, 0)
     }
 
     /// Sends one request and reads its replies until NLMSG_DONE (dumps) or

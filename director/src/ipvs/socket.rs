@@ -165,39 +165,11 @@ impl IpvsSocket {
     }
 
     fn send(&self, what: &str, buf: &[u8]) -> Result<(), KernelError> {
-        loop {
-            match self.sock.send(buf, 0) {
-                Ok(n) if n == buf.len() => return Ok(()),
-                Ok(n) => {
-                    return Err(KernelError::Io {
-                        what: what.to_string(),
-                        detail: format!("short netlink send: {n} of {} bytes", buf.len()),
-                    })
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(io_err(what, e)),
-            }
-        }
+        crate::netlink::send_all(&self.sock, buf).map_err(|e| io_err(what, e))
     }
 
-    /// One datagram into `self.rbuf` (EINTR retried). `MSG_TRUNC` makes
-    /// the kernel report the real size, so truncation is detected.
     fn recv(&mut self, flags: libc::c_int) -> io::Result<()> {
-        loop {
-            self.rbuf.clear();
-            self.rbuf.reserve(RECV_BUF);
-            let cap = self.rbuf.capacity();
-            match self.sock.recv(&mut self.rbuf, flags | libc::MSG_TRUNC) {
-                Ok(n) if n > cap => {
-                    return Err(io::Error::other(format!(
-                        "netlink datagram of {n} bytes truncated to {cap}"
-                    )))
-                }
-                Ok(_) => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-        }
+        crate::netlink::recv_datagram(&self.sock, &mut self.rbuf, flags)
     }
 
     fn resolve_family(&mut self) -> Result<u16, KernelError> {

@@ -208,47 +208,11 @@ impl Conn {
     }
 
     fn send(&self, what: &str, buf: &[u8]) -> Result<(), RtnlError> {
-        loop {
-            match self.sock.send(buf, 0) {
-                Ok(n) if n == buf.len() => return Ok(()),
-                Ok(n) => {
-                    return Err(io_err(
-                        what,
-                        io::Error::other(format!("short netlink send: {n} of {} bytes", buf.len())),
-                    ))
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(io_err(what, e)),
-            }
-        }
+        crate::netlink::send_all(&self.sock, buf).map_err(|e| io_err(what, e))
     }
 
-    /// One whole datagram into `self.rbuf`: peeked with MSG_TRUNC first,
-    /// which reports its real size, and the buffer grown to fit.
     fn recv(&mut self) -> io::Result<()> {
-        loop {
-            self.rbuf.clear();
-            let cap = self.rbuf.capacity();
-            match self
-                .sock
-                .recv(&mut self.rbuf, libc::MSG_PEEK | libc::MSG_TRUNC)
-            {
-                Ok(n) if n > cap => {
-                    self.rbuf.clear();
-                    self.rbuf.reserve(n);
-                    continue;
-                }
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-            self.rbuf.clear();
-            match self.sock.recv(&mut self.rbuf, 0) {
-                Ok(_) => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-        }
+        crate::netlink::recv_datagram(&self.sock, &mut self.rbuf, 0)
     }
 
     /// Sends one request and reads until its final answer (NLMSG_DONE of a

@@ -559,36 +559,11 @@ impl Nfnl {
     }
 
     fn send(&self, buf: &[u8]) -> io::Result<()> {
-        loop {
-            match self.sock.send(buf, 0) {
-                Ok(n) if n == buf.len() => return Ok(()),
-                Ok(n) => {
-                    return Err(io::Error::other(format!(
-                        "short netlink send: {n} of {} bytes",
-                        buf.len()
-                    )))
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-        }
+        nl::send_all(&self.sock, buf)
     }
 
     fn recv(&mut self) -> io::Result<()> {
-        loop {
-            self.rbuf.clear();
-            let cap = self.rbuf.capacity();
-            match self.sock.recv(&mut self.rbuf, libc::MSG_TRUNC) {
-                Ok(n) if n > cap => {
-                    return Err(io::Error::other(format!(
-                        "netlink datagram of {n} bytes truncated to {cap}"
-                    )))
-                }
-                Ok(_) => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-        }
+        nl::recv_datagram(&self.sock, &mut self.rbuf, 0)
     }
 
     /// The current ruleset generation (`NFT_MSG_GETGEN`).
