@@ -49,3 +49,6 @@ pub mod reconcile;
 pub mod rtnl;
 pub mod sysctl;
 pub mod vrrp_host;
+
+#[cfg(test)]
+mod test_netns;

@@ -292,6 +292,31 @@ impl<'a> Iterator for AttrIter<'a> {
     }
 }
 
+/// Runs `open` on a short-lived thread that entered the network namespace
+/// `/run/netns/NAME` (setns(2) through rustix): a socket belongs to the
+/// namespace it was created in, so this opens sockets there while the
+/// caller's thread stays where it is. The outer error is entering it.
+pub fn in_netns<T: Send, E: Send>(
+    name: &str,
+    open: impl FnOnce() -> Result<T, E> + Send,
+) -> std::io::Result<Result<T, E>> {
+    use std::os::fd::AsFd;
+    let path = format!("/run/netns/{name}");
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let fd = std::fs::File::open(&path)?;
+            rustix::thread::move_into_link_name_space(
+                fd.as_fd(),
+                Some(rustix::thread::LinkNameSpaceType::Network),
+            )?;
+            Ok(open())
+        })
+        .join()
+        .unwrap_or_else(|_| Err(std::io::Error::other("netns thread panicked")))
+    })
+    .map_err(|e| std::io::Error::new(e.kind(), format!("entering network namespace {path}: {e}")))
+}
+
 /// Sends one whole request on `sock` (EINTR retried). Netlink sends a
 /// datagram whole or not at all; a short count would be a kernel bug, and
 /// is an error rather than half a request.

@@ -7,58 +7,25 @@
 //! otherwise) and the `conntrack` CLI.
 
 use super::*;
+use crate::test_netns::TestNetns;
 use std::net::{IpAddr, TcpListener, TcpStream};
-use std::os::fd::AsFd;
-use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-struct NetNs {
-    name: String,
+/// A test namespace with `lo` up, plus the conntrack CLI's view of it.
+struct NetNs(TestNetns);
+
+impl std::ops::Deref for NetNs {
+    type Target = TestNetns;
+    fn deref(&self) -> &TestNetns {
+        &self.0
+    }
 }
-
-static NEXT: AtomicUsize = AtomicUsize::new(0);
 
 impl NetNs {
     /// `None` (and a message) when not root: the tests cannot run.
     fn new() -> Option<NetNs> {
-        let uid = Command::new("id").arg("-u").output().ok()?;
-        if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
-            eprintln!("SKIPPED: conntrack netns tests need root");
-            return None;
-        }
-        let name = format!(
-            "dct-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        run("ip", &["netns", "add", &name]);
-        let ns = NetNs { name };
-        run("ip", &["-n", &ns.name, "link", "set", "lo", "up"]);
-        Some(ns)
-    }
-
-    /// Runs `f` on a thread inside this namespace.
-    fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let path = format!("/run/netns/{}", self.name);
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let fd = std::fs::File::open(&path).expect("netns handle");
-                rustix::thread::move_into_link_name_space(
-                    fd.as_fd(),
-                    Some(rustix::thread::LinkNameSpaceType::Network),
-                )
-                .expect("setns");
-                f()
-            })
-            .join()
-            .unwrap_or_else(|p| std::panic::resume_unwind(p))
-        })
-    }
-
-    fn exec(&self, args: &[&str]) -> String {
-        let mut a = vec!["netns", "exec", &self.name];
-        a.extend_from_slice(args);
-        run("ip", &a)
+        let ns = TestNetns::new("dct", "conntrack")?;
+        ns.ip(&["link", "set", "lo", "up"]);
+        Some(NetNs(ns))
     }
 
     fn cli_list(&self) -> Vec<String> {
@@ -67,27 +34,6 @@ impl NetNs {
             .map(str::to_string)
             .collect()
     }
-}
-
-impl Drop for NetNs {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
-fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn ip(s: &str) -> IpAddr {

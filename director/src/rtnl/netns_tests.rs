@@ -7,71 +7,33 @@
 //! through `ip -n`. Needs root (skipped, loudly, otherwise).
 
 use super::*;
-use std::os::fd::AsFd;
-use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use crate::test_netns::{run, TestNetns};
 use std::time::{Duration, Instant};
 
-struct NetNs {
-    name: String,
-}
+/// A test namespace holding the veth pair `va` <-> `vb`, both up.
+struct NetNs(TestNetns);
 
-static NEXT: AtomicUsize = AtomicUsize::new(0);
+impl std::ops::Deref for NetNs {
+    type Target = TestNetns;
+    fn deref(&self) -> &TestNetns {
+        &self.0
+    }
+}
 
 impl NetNs {
     /// `None` (and a message) when not root: the tests cannot run.
     fn new() -> Option<NetNs> {
-        let uid = Command::new("id").arg("-u").output().ok()?;
-        if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
-            eprintln!("SKIPPED: rtnl netns tests need root");
-            return None;
-        }
-        let name = format!(
-            "drt-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        run("ip", &["netns", "add", &name]);
-        // From here on, Drop deletes the namespace whatever fails.
-        let ns = NetNs { name };
+        let ns = TestNetns::new("drt", "rtnl")?;
         ns.ip(&["link", "add", "va", "type", "veth", "peer", "name", "vb"]);
         ns.ip(&["link", "set", "va", "up"]);
         ns.ip(&["link", "set", "vb", "up"]);
-        Some(ns)
-    }
-
-    /// Runs `f` on a thread inside this namespace.
-    fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let path = format!("/run/netns/{}", self.name);
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let fd = std::fs::File::open(&path).expect("netns handle");
-                rustix::thread::move_into_link_name_space(
-                    fd.as_fd(),
-                    Some(rustix::thread::LinkNameSpaceType::Network),
-                )
-                .expect("setns");
-                f()
-            })
-            .join()
-            .unwrap_or_else(|p| std::panic::resume_unwind(p))
-        })
-    }
-
-    /// `ip -n NS args...`, its stdout.
-    fn ip(&self, args: &[&str]) -> String {
-        let mut a = vec!["-n", &self.name];
-        a.extend_from_slice(args);
-        run("ip", &a)
+        Some(NetNs(ns))
     }
 
     /// The interface's index as sysfs in the namespace tells it.
     fn sys_ifindex(&self, dev: &str) -> u32 {
         let path = format!("/sys/class/net/{dev}/ifindex");
-        run("ip", &["netns", "exec", &self.name, "cat", &path])
-            .trim()
-            .parse()
-            .unwrap()
+        self.exec(&["cat", &path]).trim().parse().unwrap()
     }
 
     /// `ip -o addr show dev DEV`, one line per address, as
@@ -86,27 +48,6 @@ impl NetNs {
             })
             .collect()
     }
-}
-
-impl Drop for NetNs {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
-fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn ip(s: &str) -> IpAddr {

@@ -10,7 +10,6 @@ use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 use std::collections::VecDeque;
 use std::io;
 use std::net::IpAddr;
-use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 /// First receive buffer; grown to the size of a larger datagram (peeked
@@ -90,28 +89,13 @@ fn errno_of(e: &RtnlError) -> Option<i32> {
     }
 }
 
-/// Runs `open` on a thread that moved into `/run/netns/NAME` (setns(2)
-/// through rustix), so the socket belongs to that namespace while the
-/// caller's thread stays where it is.
+/// [`crate::netlink::in_netns`] with rtnl's error type.
 fn in_netns<T: Send>(
     name: &str,
     open: impl FnOnce() -> Result<T, RtnlError> + Send,
 ) -> Result<T, RtnlError> {
-    let path = format!("/run/netns/{name}");
-    let what = format!("entering network namespace {path}");
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let fd = std::fs::File::open(&path).map_err(|e| io_err(&what, e))?;
-            rustix::thread::move_into_link_name_space(
-                fd.as_fd(),
-                Some(rustix::thread::LinkNameSpaceType::Network),
-            )
-            .map_err(|e| io_err(&what, e.into()))?;
-            open()
-        })
-        .join()
-        .unwrap_or_else(|_| Err(io_err(&what, io::Error::other("netns thread panicked"))))
-    })
+    crate::netlink::in_netns(name, open)
+        .map_err(|e| io_err(&format!("opening rtnetlink in network namespace {name}"), e))?
 }
 
 /// How one request ended.

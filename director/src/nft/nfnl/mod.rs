@@ -536,20 +536,7 @@ impl Nfnl {
     /// (`/run/netns/NAME`): a socket stays in the namespace it was created
     /// in, so a short-lived thread enters it, opens, and hands it back.
     pub fn open_in_netns(name: &str) -> io::Result<Nfnl> {
-        let path = format!("/run/netns/{name}");
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let fd = std::fs::File::open(&path)?;
-                rustix::thread::move_into_link_name_space(
-                    std::os::fd::AsFd::as_fd(&fd),
-                    Some(rustix::thread::LinkNameSpaceType::Network),
-                )
-                .map_err(io::Error::from)?;
-                Nfnl::open()
-            })
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("netns thread panicked")))
-        })
+        nl::in_netns(name, Nfnl::open)?
     }
 
     fn next_seq(&mut self, n: u32) -> u32 {
