@@ -51,4 +51,6 @@ pub mod sysctl;
 pub mod vrrp_host;
 
 #[cfg(test)]
+mod test_captures;
+#[cfg(test)]
 mod test_netns;

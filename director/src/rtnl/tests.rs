@@ -6,51 +6,16 @@ use super::codec::{self, ifa, AddrCmd, AddrEntry};
 use super::nl::{self, AttrIter, Msg, MsgIter, Writer};
 use super::socket::{self, Answer, Outcome};
 use super::*;
+use crate::test_captures::{self, Capture};
 use proptest::prelude::*;
 use std::net::{Ipv4Addr, Ipv6Addr};
-
-/// One command of the capture: its line, what `ip` sent (`>`), the
-/// kernel's answers (`<`), what `ip` printed (`=`).
-struct Capture {
-    cmd: String,
-    sent: Vec<Vec<u8>>,
-    got: Vec<Vec<u8>>,
-    printed: Vec<String>,
-}
-
-fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
-}
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn captures() -> Vec<Capture> {
-    let mut out: Vec<Capture> = Vec::new();
-    for line in include_str!("testdata/rtnl.txt").lines() {
-        if let Some(c) = line.strip_prefix("## ") {
-            out.push(Capture {
-                cmd: c.to_string(),
-                sent: vec![],
-                got: vec![],
-                printed: vec![],
-            });
-            continue;
-        }
-        let cur = out.last_mut().expect("data before the first ## line");
-        if let Some(h) = line.strip_prefix("> ") {
-            cur.sent.push(unhex(h));
-        } else if let Some(h) = line.strip_prefix("< ") {
-            cur.got.push(unhex(h));
-        } else if let Some(p) = line.strip_prefix("= ") {
-            cur.printed.push(p.to_string());
-        }
-    }
-    out
+    test_captures::parse(include_str!("testdata/rtnl.txt"))
 }
 
 /// The `n`th capture of exactly `cmd` (the same command may run twice).

@@ -3,32 +3,10 @@
 //! there), plus value encoding and hostile replies.
 
 use super::*;
-
-fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
-        .collect()
-}
-
-struct Capture {
-    cmd: String,
-    sent: Vec<Vec<u8>>,
-}
+use crate::test_captures::{self, Capture};
 
 fn captures() -> Vec<Capture> {
-    let mut out: Vec<Capture> = Vec::new();
-    for line in include_str!("../testdata/nfnl/nfnl.txt").lines() {
-        if let Some(c) = line.strip_prefix("## ") {
-            out.push(Capture {
-                cmd: c.to_string(),
-                sent: vec![],
-            });
-        } else if let Some(h) = line.strip_prefix("> ") {
-            out.last_mut().expect("data before ##").sent.push(unhex(h));
-        }
-    }
-    out
+    test_captures::parse(include_str!("../testdata/nfnl/nfnl.txt"))
 }
 
 /// An attribute tree: nests (NLA_F_NESTED) are expanded.
