@@ -148,41 +148,11 @@ impl Serialize for Secret {
 }
 
 /// Gratuitous ARP (IPv4) / unsolicited Neighbour Advertisement (IPv6)
-/// schedule of a master; keepalived's `garp_*` keys and defaults.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Garp {
-    /// `garp_master_delay`: second burst this long after becoming master;
-    /// 0: none. Default 5s.
-    pub master_delay: Duration,
-    /// `garp_master_repeat`: messages per burst, 1..=255, default 5.
-    pub master_repeat: u32,
-    /// `garp_master_refresh`: a burst every this long while master;
-    /// `None` (default, or "0s"): no refresh.
-    pub master_refresh: Option<Duration>,
-    /// `garp_master_refresh_repeat`: messages per refresh, 1..=255,
-    /// default 1.
-    pub master_refresh_repeat: u32,
-    /// `garp_lower_prio_delay`: at least this long between two bursts
-    /// answering a lower-priority master (split brain healing). Default:
-    /// `garp_master_delay`.
-    pub lower_prio_delay: Duration,
-    /// `garp_lower_prio_repeat`: messages per such burst, 0..=255 (0:
-    /// none). Default: `garp_master_repeat` (5).
-    pub lower_prio_repeat: u32,
-}
-
-impl Default for Garp {
-    fn default() -> Self {
-        Garp {
-            master_delay: Duration::from_secs(5),
-            master_repeat: 5,
-            master_refresh: None,
-            master_refresh_repeat: 1,
-            lower_prio_delay: Duration::from_secs(5),
-            lower_prio_repeat: 5,
-        }
-    }
-}
+/// schedule of a master: the `garp_*` keys (`garp_master_delay`,
+/// `garp_master_repeat`, `garp_master_refresh`, `garp_master_refresh_repeat`,
+/// `garp_lower_prio_delay`, `garp_lower_prio_repeat`) straight into the
+/// state machine's own type, defaults and all (keepalived's).
+pub use vrrp::machine::GarpConfig as Garp;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct VrrpInstance {

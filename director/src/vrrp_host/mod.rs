@@ -24,9 +24,6 @@
 
 use crate::config::{Config, VrrpInstance};
 use crate::rtnl;
-
-pub mod track;
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -34,8 +31,10 @@ use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{info, warn};
 use vrrp::driver::{AdvertSink, Command, Driver, GroupSpec, HostEvent, InstanceSpec, Snapshot};
-use vrrp::machine::{self, Action, Input, State};
+use vrrp::machine::{self, Action, State};
 use vrrp::net::{Announcer, Interface, VrrpSocket};
+
+pub mod track;
 
 /// Why VRRP could not start.
 #[derive(Debug, thiserror::Error)]
@@ -100,14 +99,7 @@ fn machine_config(inst: &VrrpInstance, iface: &Interface) -> Result<machine::Con
     c.preempt_delay = inst.preempt_delay;
     c.accept_mode = inst.accept;
     c.unicast_peers = inst.unicast_peers.clone();
-    c.garp = machine::GarpConfig {
-        master_delay: inst.garp.master_delay,
-        master_repeat: inst.garp.master_repeat,
-        master_refresh: inst.garp.master_refresh,
-        master_refresh_repeat: inst.garp.master_refresh_repeat,
-        lower_prio_delay: inst.garp.lower_prio_delay,
-        lower_prio_repeat: inst.garp.lower_prio_repeat,
-    };
+    c.garp = inst.garp.clone();
     if let Some(crate::config::VrrpAuth::Pass { auth_pass }) = &inst.authentication {
         c.auth = machine::V2Auth::SimpleText(auth_pass.expose().to_string());
     }
@@ -185,17 +177,6 @@ impl AdvertSink for SocketSink {
     }
 }
 
-/// Numbers for `directorctl vrrp` and metrics that the driver does not
-/// keep: what the host did with the events.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HostCounters {
-    pub vip_errors: u64,
-    pub gratuitous_sent: u64,
-    pub gratuitous_errors: u64,
-    pub notify_runs: u64,
-    pub notify_failures: u64,
-}
-
 impl VrrpHandle {
     /// Starts VRRP for `config` (`None` when it has no instance). Fails
     /// before anything is sent or configured if an interface, address or
@@ -207,10 +188,11 @@ impl VrrpHandle {
         let prepared = prepare(config)?;
         let notify = notify_table(config);
         let tracker = track::Tracker::new(config);
+        let tracked = tracker.scripts();
         let scripts: Vec<crate::config::VrrpScript> = config
             .vrrp_scripts
             .iter()
-            .filter(|s| tracker.scripts().contains(&s.name))
+            .filter(|s| tracked.contains(&s.name))
             .cloned()
             .collect();
         let (cmd_tx, cmd_rx) = mpsc::channel::<Command>(4096);
@@ -274,17 +256,6 @@ impl VrrpHandle {
     /// The ordered event stream from now on (`directorctl vrrp --follow`).
     pub fn subscribe(&self) -> broadcast::Receiver<HostEvent> {
         self.followers.subscribe()
-    }
-
-    /// An input for one instance (tests, tracking).
-    pub async fn input(&self, instance: &str, input: Input) {
-        let _ = self
-            .commands
-            .send(Command::Input {
-                instance: instance.to_string(),
-                input,
-            })
-            .await;
     }
 
     /// Releases: priority-0 adverts (RFC 5798 6.4.3 "Shutdown"), VIPs
@@ -499,20 +470,24 @@ async fn execute(
 ) {
     use rtnl::Addresses;
     while let Some(ev) = events.recv().await {
-        let (index, prefixes) = match vips.get(&ev.instance) {
-            Some((i, p)) => (*i, p.clone()),
-            None => (0, BTreeMap::new()),
+        let Some((index, prefixes)) = vips.get(&ev.instance) else {
+            continue;
+        };
+        let index = *index;
+        // The configured prefix length (the machine only names configured
+        // VIPs; a host route otherwise).
+        let prefix_of = |a: &IpAddr| {
+            prefixes
+                .get(a)
+                .copied()
+                .unwrap_or(if a.is_ipv4() { 32 } else { 128 })
         };
         match &ev.action {
             Action::AddVips {
                 addresses: list, ..
             } => {
                 for a in list {
-                    let prefix =
-                        prefixes
-                            .get(a)
-                            .copied()
-                            .unwrap_or(if a.is_ipv4() { 32 } else { 128 });
+                    let prefix = prefix_of(a);
                     match addresses.add(index, *a, prefix) {
                         Ok(()) => {
                             info!(event = "vip_added", instance = %ev.instance, address = %a, prefix)
@@ -525,11 +500,7 @@ async fn execute(
             }
             Action::RemoveVips { addresses: list } => {
                 for a in list {
-                    let prefix =
-                        prefixes
-                            .get(a)
-                            .copied()
-                            .unwrap_or(if a.is_ipv4() { 32 } else { 128 });
+                    let prefix = prefix_of(a);
                     match addresses.delete(index, *a, prefix) {
                         Ok(()) => {
                             info!(event = "vip_removed", instance = %ev.instance, address = %a)
