@@ -12,9 +12,12 @@
 //!   for the VRRP / nftables / ctsync tests; `src/bin/echo-server.rs` and
 //!   `src/bin/lb-client.rs` are the real servers and the client there;
 //!   `tests/netns_harness.rs` tests the harness itself.
+//! - `src/keepalived.rs`: keepalived in one of those namespaces, the peer of
+//!   the VRRP interop tests and the yardstick of the takeover benchmark.
 //! - this file: helpers to run the real `director`/`directorctl`/`ipvsadm`
 //!   binaries as a user would.
 
+pub mod keepalived;
 pub mod netns;
 
 use std::io::Write;
@@ -225,7 +228,6 @@ impl Daemon {
         f.write_all(text.as_bytes()).expect("write");
     }
 
-    /// SIGKILL, no cleanup: what a crash looks like.
     /// SIGTERM, as systemd stops it, and wait (at most 10 s) for it to
     /// exit; returns whether it exited.
     pub fn terminate(&mut self) -> bool {
@@ -241,6 +243,7 @@ impl Daemon {
         exited
     }
 
+    /// SIGKILL, no cleanup: what a crash looks like.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
