@@ -10,12 +10,19 @@
 //! - [`probe`]: the probes (TCP connect, HTTP, HTTPS over rustls, script as
 //!   argv in its own process group), each bounded by its timeout and failing
 //!   with a reason that names the stage.
+//! - [`schedule`]: stable first offsets (no thundering herd) and the
+//!   fixed-rate next start, pure.
+//! - [`runner`]: the tokio side. Runs each distinct spec once (dedup),
+//!   feeds the hysteresis, reports results and edges as events, restarts a
+//!   check that stopped completing rounds (the watchdog).
 //!
 //! The director applies results; this crate never touches the kernel.
 
 pub mod http1;
 pub mod hysteresis;
 pub mod probe;
+pub mod runner;
+pub mod schedule;
 pub mod spec;
 
 pub use hysteresis::{Health, Hysteresis, Transition};

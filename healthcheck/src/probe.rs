@@ -11,8 +11,8 @@
 use crate::http1::{self, BodyDecoder, HttpError};
 use crate::spec::{BodyMatch, CheckSpec, HttpProbe, Probe, ScriptProbe};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use std::cell::Cell;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -38,6 +38,33 @@ impl std::fmt::Display for Stage {
             Stage::Response => "reading the response",
             Stage::Script => "waiting for the script",
         })
+    }
+}
+
+/// The stage a running probe is in, readable after its future was dropped
+/// by the timeout (an atomic, because probe futures must be `Send`).
+struct StageCell(AtomicU8);
+
+impl StageCell {
+    const ORDER: [Stage; 5] = [
+        Stage::Connect,
+        Stage::Handshake,
+        Stage::Request,
+        Stage::Response,
+        Stage::Script,
+    ];
+
+    fn new() -> StageCell {
+        StageCell(AtomicU8::new(0))
+    }
+
+    fn set(&self, stage: Stage) {
+        let i = Self::ORDER.iter().position(|s| *s == stage).unwrap_or(0);
+        self.0.store(i as u8, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> Stage {
+        Self::ORDER[usize::from(self.0.load(Ordering::Relaxed)) % Self::ORDER.len()]
     }
 }
 
@@ -197,7 +224,7 @@ impl Prepared {
 
     /// Runs one probe, bounded by the spec's timeout.
     pub async fn run(&self) -> Result<(), Failure> {
-        let stage = Cell::new(Stage::Connect);
+        let stage = StageCell::new();
         let timeout = self.spec.timeout;
         let outcome = tokio::time::timeout(timeout, self.run_unbounded(&stage)).await;
         match outcome {
@@ -209,7 +236,7 @@ impl Prepared {
         }
     }
 
-    async fn run_unbounded(&self, stage: &Cell<Stage>) -> Result<(), Failure> {
+    async fn run_unbounded(&self, stage: &StageCell) -> Result<(), Failure> {
         match &self.spec.probe {
             Probe::Tcp => tcp(self.spec.target).await,
             Probe::Script(s) => {
@@ -241,7 +268,7 @@ impl Prepared {
         &self,
         http: &HttpProbe,
         mut stream: S,
-        stage: &Cell<Stage>,
+        stage: &StageCell,
     ) -> Result<(), Failure> {
         stage.set(Stage::Request);
         stream
