@@ -844,7 +844,11 @@ fn spawn_sighup_reload(shared: Shared) {
 /// issues: say so at startup instead of silently ignoring them.
 fn warn_unbuilt_sections(config: &Config) {
     let mut idle = Vec::new();
-    if config.virtual_servers.iter().any(|v| v.health.is_some()) {
+    if config
+        .virtual_servers
+        .iter()
+        .any(|v| v.real_servers.iter().any(|r| !r.checks(v).is_empty()))
+    {
         idle.push(
             "virtual_server.health (no health checks run: every real server stays in the pool)",
         );

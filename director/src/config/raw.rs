@@ -137,7 +137,12 @@ pub(crate) struct RawVirtualServer {
     pub maglev_table_size: Opt<i64>,
     pub forwarding: Opt<String>,
     pub tunnel: Opt<RawTunnel>,
-    pub health: Opt<RawHealth>,
+    pub health: Opt<RawHealthList>,
+    pub on_down: Opt<String>,
+    pub on_down_connections: Opt<String>,
+    pub quorum: Opt<i64>,
+    pub sorry_server: Opt<String>,
+    pub drain_timeout: Opt<RawDuration>,
     pub real_server: Option<Vec<S<RawRealServer>>>,
 }
 
@@ -159,6 +164,52 @@ pub(crate) struct RawHealth {
     pub rise: Opt<i64>,
     pub fall: Opt<i64>,
     pub port: Opt<i64>,
+    pub address: Opt<String>,
+    pub method: Opt<String>,
+    pub path: Opt<String>,
+    pub host: Opt<String>,
+    pub expect_status: Opt<Vec<S<StrOrInt>>>,
+    pub body_regex: Opt<String>,
+    pub digest: Opt<String>,
+    pub sni: Opt<String>,
+    pub verify: Opt<bool>,
+    pub ca_file: Opt<String>,
+    pub command: Opt<RawArgv>,
+}
+
+/// `health = { ... }` (one check) or `health = [{ ... }, { ... }]` (all
+/// must pass); on a real server `health = []` turns checks off for it.
+#[derive(Debug)]
+pub(crate) enum RawHealthList {
+    One(Box<RawHealth>),
+    Many(Vec<S<RawHealth>>),
+}
+
+impl<'de> Deserialize<'de> for RawHealthList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawHealthList;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a table like { kind = \"tcp\" } or an array of them")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<RawHealthList, A::Error> {
+                let one = RawHealth::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(RawHealthList::One(Box::new(one)))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<RawHealthList, A::Error> {
+                let mut out = Vec::new();
+                while let Some(h) = seq.next_element::<S<RawHealth>>()? {
+                    out.push(h);
+                }
+                Ok(RawHealthList::Many(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -166,6 +217,7 @@ pub(crate) struct RawHealth {
 pub(crate) struct RawRealServer {
     pub address: Opt<String>,
     pub weight: Opt<i64>,
+    pub health: Opt<RawHealthList>,
     pub forwarding: Opt<String>,
     pub tunnel: Opt<RawTunnel>,
     pub upper_threshold: Opt<i64>,

@@ -66,6 +66,8 @@ pub(crate) fn syntax_error(text: &str, errs: &[toml::de::Error]) -> Structural {
 enum Kind {
     Table(&'static [(&'static str, Kind)]),
     ArrayOfTables(&'static [(&'static str, Kind)]),
+    /// `health`: one table, or an array of them.
+    TableOrTables,
 }
 
 const TOP: &[(&str, Kind)] = &[
@@ -86,11 +88,14 @@ const TOP: &[(&str, Kind)] = &[
     (
         "virtual_server",
         Kind::ArrayOfTables(&[
-            ("health", Kind::Table(&[])),
+            ("health", Kind::TableOrTables),
             ("tunnel", Kind::Table(&[])),
             (
                 "real_server",
-                Kind::ArrayOfTables(&[("tunnel", Kind::Table(&[]))]),
+                Kind::ArrayOfTables(&[
+                    ("tunnel", Kind::Table(&[])),
+                    ("health", Kind::TableOrTables),
+                ]),
             ),
         ]),
     ),
@@ -112,6 +117,27 @@ fn check_kinds(text: &str, table: &DeTable<'_>, spec: &[(&str, Kind)], out: &mut
             continue;
         };
         match (kind, v.get_ref()) {
+            (Kind::TableOrTables, DeValue::Table(_)) => {}
+            (Kind::TableOrTables, DeValue::Array(items)) => {
+                for item in items.iter() {
+                    if !matches!(item.get_ref(), DeValue::Table(_)) {
+                        out.push(Structural {
+                            span: item.span(),
+                            message: format!(
+                                "invalid type: expected a table for each \"{key}\" entry, found {}",
+                                shown(text, item)
+                            ),
+                        });
+                    }
+                }
+            }
+            (Kind::TableOrTables, _) => out.push(Structural {
+                span: v.span(),
+                message: format!(
+                    "invalid type: expected a table or an array of tables for \"{key}\", found {}",
+                    shown(text, v)
+                ),
+            }),
             (Kind::Table(sub), DeValue::Table(t)) => check_kinds(text, t, sub, out),
             (Kind::Table(_), _) => {
                 // `[[x]]` headers: show the single-table header instead.

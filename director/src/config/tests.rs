@@ -182,7 +182,7 @@ fn defaults() {
     );
     assert_eq!(s.persistence, None);
     assert_eq!(s.forwarding, Forward::Masq);
-    let h = s.health.as_ref().unwrap();
+    let h = &s.health[0];
     assert_eq!(
         (h.interval, h.timeout, h.rise, h.fall, h.port),
         (Duration::from_secs(2), Duration::from_secs(1), 2, 3, None)
@@ -280,7 +280,8 @@ fn unknown_key_with_suggestion() {
         errors(&vs("shceduler = \"rr\"\n")),
         "t.toml:6:1: unknown key \"shceduler\" in [[virtual_server]] (did you mean \"scheduler\"?); expected one of name, \
          address, protocol, fwmark, family, scheduler, scheduler_flags, persistence_timeout, persistence_granularity, \
-         persistence_engine, one_packet, maglev_table_size, forwarding, tunnel, health, real_server"
+         persistence_engine, one_packet, maglev_table_size, forwarding, tunnel, health, on_down, \
+         on_down_connections, quorum, sorry_server, drain_timeout, real_server"
     );
 }
 
@@ -289,7 +290,7 @@ fn unknown_key_in_real_server() {
     assert_eq!(
         errors(&vs("[[virtual_server.real_server]]\naddress = \"10.0.0.1:80\"\nlb_kind = \"NAT\"\n")),
         "t.toml:8:1: unknown key \"lb_kind\" in [[virtual_server.real_server]]; expected one of address, weight, \
-         forwarding, tunnel, upper_threshold, lower_threshold"
+         health, forwarding, tunnel, upper_threshold, lower_threshold"
     );
 }
 
@@ -298,7 +299,8 @@ fn unknown_key_in_inline_table() {
     assert_eq!(
         errors(&vs("health = { knd = \"tcp\" }\n")),
         "t.toml:6:12: unknown key \"knd\" in virtual_server.health (did you mean \"kind\"?); expected one of kind, \
-         interval, timeout, rise, fall, port"
+         interval, timeout, rise, fall, port, address, method, path, host, expect_status, body_regex, digest, sni, \
+         verify, ca_file, command"
     );
 }
 
@@ -341,7 +343,7 @@ fn wrong_type_array_element() {
 fn wrong_type_table() {
     assert_eq!(
         errors(&vs("health = 5\n")),
-        "t.toml:6:10: invalid type: expected a table for \"health\", found integer 5"
+        "t.toml:6:10: invalid type: expected a table or an array of tables for \"health\", found integer 5"
     );
 }
 
@@ -1192,6 +1194,182 @@ fn health_rules() {
 }
 
 #[test]
+fn health_checks_of_every_kind_are_mapped() {
+    let c = ok(&vs(
+        "health = [\n\
+         { kind = \"http\", path = \"/healthz\", host = \"www.example.com\", expect_status = [200, \"301-302\"], body_regex = \"ok|green\", interval = \"5s\", timeout = \"2s\", rise = 1, fall = 2 },\n\
+         { kind = \"tcp\", port = 8443, address = \"10.0.9.9\" },\n\
+         ]\n\
+         on_down = \"inhibit\"\nquorum = 2\nsorry_server = \"10.0.0.99:80\"\ndrain_timeout = \"30s\"\n\
+         [[virtual_server.real_server]]\naddress = \"10.0.0.1:80\"\n\
+         [[virtual_server.real_server]]\naddress = \"10.0.0.2:80\"\n\
+         health = { kind = \"https\", sni = \"api.example.com\", digest = \"d41d8cd98f00b204e9800998ecf8427e\" }\n\
+         [[virtual_server.real_server]]\naddress = \"10.0.0.3:80\"\nhealth = []\n\
+         [[virtual_server.real_server]]\naddress = \"10.0.0.4:80\"\n\
+         health = { kind = \"script\", command = [\"/usr/local/bin/check\", \"--deep\"] }\n",
+    ));
+    let v = &c.virtual_servers[0];
+    assert_eq!(
+        (v.on_down, v.on_down_connections, v.quorum),
+        (OnDown::Inhibit, OnDownConnections::Keep, 2)
+    );
+    assert_eq!(v.sorry_server, Some("10.0.0.99:80".parse().unwrap()));
+    assert_eq!(v.drain_timeout, Duration::from_secs(30));
+    let rs = &v.real_servers;
+    // Real server 1 uses the virtual server's two checks.
+    let checks = rs[0].checks(v);
+    assert_eq!(checks.len(), 2);
+    let http = checks[0].check_for(rs[0].address, rs[0].port);
+    assert_eq!(http.target, "10.0.0.1:80".parse().unwrap());
+    assert_eq!(
+        (http.interval, http.timeout, http.rise, http.fall),
+        (Duration::from_secs(5), Duration::from_secs(2), 1, 2)
+    );
+    let healthcheck::Probe::Http(h) = &http.probe else {
+        panic!("{http:?}")
+    };
+    assert_eq!(
+        (h.method.as_str(), h.path.as_str(), h.host.as_deref()),
+        ("GET", "/healthz", Some("www.example.com"))
+    );
+    let ranges: Vec<String> = h.expect_status.iter().map(|r| r.to_string()).collect();
+    assert_eq!(ranges, ["200", "301-302"]);
+    assert_eq!(
+        h.body,
+        Some(healthcheck::BodyMatch::Regex("ok|green".into()))
+    );
+    let tcp = checks[1].check_for(rs[0].address, rs[0].port);
+    assert_eq!(tcp.target, "10.0.9.9:8443".parse().unwrap());
+    assert_eq!(tcp.probe, healthcheck::Probe::Tcp);
+    // Real server 2 has its own https check (keepalived's defaults: GET /,
+    // 2xx, no certificate verification).
+    let own = rs[1].checks(v);
+    assert_eq!(own.len(), 1);
+    let healthcheck::Probe::Https { http, tls } = &own[0].probe else {
+        panic!("{own:?}")
+    };
+    assert_eq!((http.path.as_str(), tls.verify), ("/", false));
+    assert_eq!(tls.sni.as_deref(), Some("api.example.com"));
+    assert!(matches!(http.body, Some(healthcheck::BodyMatch::Md5(_))));
+    // Real server 3 is not checked; 4 runs a script (argv, no shell).
+    assert!(rs[2].checks(v).is_empty());
+    assert_eq!(
+        rs[3].checks(v)[0].probe,
+        healthcheck::Probe::Script(healthcheck::ScriptProbe {
+            argv: vec!["/usr/local/bin/check".into(), "--deep".into()]
+        })
+    );
+}
+
+#[test]
+fn health_defaults_remove_and_reset() {
+    let c = ok(&vs(
+        "health = { kind = \"tcp\" }\n[[virtual_server.real_server]]\naddress = \"10.0.0.1:80\"\n",
+    ));
+    let v = &c.virtual_servers[0];
+    assert_eq!(
+        (v.on_down, v.on_down_connections, v.quorum, v.sorry_server),
+        (OnDown::Remove, OnDownConnections::Reset, 1, None)
+    );
+    assert_eq!(v.drain_timeout, Duration::from_secs(300));
+}
+
+#[test]
+fn health_keys_of_the_wrong_kind_and_bad_values() {
+    assert_eq!(
+        errors(&vs(
+            "health = { kind = \"tcp\", path = \"/x\", sni = \"a\" }\n"
+        )),
+        "t.toml:6:33: path applies to http and https checks only, not \"tcp\"\n\
+         t.toml:6:45: sni applies to https checks only, not \"tcp\""
+    );
+    assert_eq!(
+        errors(&vs(
+            "health = { kind = \"http\", command = [\"/bin/true\"], verify = true }\n"
+        )),
+        "t.toml:6:37: command applies to script checks only, not \"http\"\n\
+         t.toml:6:61: verify applies to https checks only, not \"http\""
+    );
+    assert_eq!(
+        errors(&vs("health = { kind = \"script\" }\n")),
+        "t.toml:6:10: missing required key \"command\" in virtual_server.health"
+    );
+    assert_eq!(
+        errors(&vs("health = { kind = \"script\", command = \"check.sh --deep\" }\n")),
+        "t.toml:6:39: command in health of virtual server \"web\" is a string, but director runs programs without a \
+         shell: write an argv array, [\"/path\", \"arg\"] (here: [\"/full/path/of/check.sh\", \"--deep\"])"
+    );
+    assert_eq!(
+        errors(&vs("health = { kind = \"http\", body_regex = \"(unclosed\" }\n")),
+        "t.toml:6:40: health check: body regex \"(unclosed\" does not compile: regex parse error:\n    (unclosed\n    ^\nerror: unclosed group"
+    );
+    assert_eq!(
+        errors(&vs(
+            "health = { kind = \"http\", expect_status = [\"2xx\", 700], digest = \"abc\" }\n"
+        )),
+        "t.toml:6:44: bad expect_status \"2xx\": expected a status code 100-599 or a range like \"200-399\"\n\
+         t.toml:6:51: bad expect_status \"700\": expected a status code 100-599 or a range like \"200-399\"\n\
+         t.toml:6:66: bad digest \"abc\": expected 32 hex digits (MD5, as keepalived's genhash prints) or 64 (SHA-256)"
+    );
+    assert_eq!(
+        errors(&vs(
+            "health = { kind = \"http\", body_regex = \"x\", digest = \"y\" }\n"
+        )),
+        "t.toml:6:54: use body_regex or digest, not both"
+    );
+    assert_eq!(
+        errors(&vs(
+            "health = { kind = \"https\", ca_file = \"/etc/ssl/ca.pem\" }\n"
+        )),
+        "t.toml:6:38: ca_file is only used with verify = true"
+    );
+    assert_eq!(
+        errors(&vs(
+            "health = { kind = \"https\", verify = true, ca_file = \"/nonexistent/ca.pem\" }\n"
+        )),
+        "t.toml:6:53: health check: ca_file /nonexistent/ca.pem: I/O error: No such file or directory (os error 2)"
+    );
+    assert_eq!(
+        errors(&vs("health = { kind = \"http\", path = \"no-slash\" }\n")),
+        "t.toml:6:34: health check: HTTP path \"no-slash\" must start with / and contain no spaces or control \
+         characters"
+    );
+    assert_eq!(
+        errors(&vs(
+            "on_down = \"drop\"\non_down_connections = \"rst\"\nquorum = 0\nsorry_server = \"10.0.0.1\"\n"
+        )),
+        "t.toml:6:11: bad on_down \"drop\": expected \"remove\" or \"inhibit\"\n\
+         t.toml:7:23: bad on_down_connections \"rst\": expected \"reset\" or \"keep\"\n\
+         t.toml:8:10: quorum 0 out of range 1..=65535\n\
+         t.toml:9:16: bad address \"10.0.0.1\" for sorry_server: missing port, e.g. \"10.0.0.1:80\""
+    );
+    assert_eq!(
+        errors(&vs(
+            "quorum = 3\n[[virtual_server.real_server]]\naddress = \"10.0.0.1:80\"\n"
+        )),
+        "t.toml:6:10: quorum 3 of virtual server \"web\" can never be met: it has 1 real servers"
+    );
+}
+
+#[test]
+fn real_server_health_override_is_checked_too() {
+    assert_eq!(
+        errors(&vs(
+            "[[virtual_server.real_server]]\naddress = \"10.0.0.1:80\"\nhealth = { kind = \"tcp\", rise = 0 }\n"
+        )),
+        "t.toml:8:33: health rise 0 out of range 1..=4294967295"
+    );
+    assert_eq!(
+        errors(&vs(
+            "[[virtual_server.real_server]]\naddress = \"10.0.0.1:80\"\nhealth = [{ kind = \"tcp\" }, { knd = \"x\" }]\n"
+        )),
+        "t.toml:8:31: unknown key \"knd\" in virtual_server.real_server.health (did you mean \"kind\"?); expected one \
+         of kind, interval, timeout, rise, fall, port, address, method, path, host, expect_status, body_regex, \
+         digest, sni, verify, ca_file, command"
+    );
+}
+
+#[test]
 fn health_needs_port_for_port_zero_real_servers() {
     let t = format!(
         "{G}[[virtual_server]]\nname = \"f\"\nfwmark = 7\nhealth = {{ kind = \"tcp\" }}\n\
@@ -1454,7 +1632,7 @@ fn array_where_a_table_belongs() {
     );
     assert_eq!(
         errors(&vs("health = [\"tcp\"]\n")),
-        "t.toml:6:10: invalid type: expected a table for \"health\", found an array"
+        "t.toml:6:11: invalid type: expected a table for each \"health\" entry, found string \"tcp\""
     );
     assert_eq!(
         errors(&format!("{G}[[vrrp_instance]]\ntrack_interfaces = [\"eth0\"]\n")),

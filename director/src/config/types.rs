@@ -197,20 +197,12 @@ pub struct SyncGroup {
     pub notify: Notify,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum HealthKind {
-    Tcp,
-    Http,
-    Https,
-    Script,
-}
-
-/// A health-check spec as written; the checkers arrive with the
-/// health-check issue, the keys are validated from day one.
+/// One health check as configured on a virtual server (the default for its
+/// real servers) or on one real server. The probe is a template: the
+/// target is filled in per real server by [`HealthSpec::check_for`].
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HealthSpec {
-    pub kind: HealthKind,
+    pub probe: healthcheck::Probe,
     pub interval: Duration,
     pub timeout: Duration,
     pub rise: u32,
@@ -218,6 +210,50 @@ pub struct HealthSpec {
     /// `health.port`: the port to check instead of the real server's own
     /// (keepalived's `connect_port`); needed when real servers use port 0.
     pub port: Option<u16>,
+    /// `health.address`: the address to check instead of the real
+    /// server's (keepalived's `connect_ip`).
+    pub address: Option<IpAddr>,
+}
+
+impl HealthSpec {
+    /// The check of real server `rs`: its address and port unless this
+    /// check overrides them.
+    pub fn check_for(&self, rs_address: IpAddr, rs_port: u16) -> healthcheck::CheckSpec {
+        healthcheck::CheckSpec {
+            target: SocketAddr::new(
+                self.address.unwrap_or(rs_address),
+                self.port.unwrap_or(rs_port),
+            ),
+            probe: self.probe.clone(),
+            interval: self.interval,
+            timeout: self.timeout,
+            rise: self.rise,
+            fall: self.fall,
+        }
+    }
+}
+
+/// What a failed real server becomes (`on_down`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDown {
+    /// Removed from the service (keepalived's default).
+    Remove,
+    /// Kept with weight 0: no new connections (keepalived's
+    /// `inhibit_on_failure`).
+    Inhibit,
+}
+
+/// What happens to a failed real server's established connections
+/// (`on_down_connections`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDownConnections {
+    /// Expired at once, so the next client segment gets a reset instead of
+    /// retransmitting into a dead server for ~15 minutes.
+    Reset,
+    /// Left to time out.
+    Keep,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -239,6 +275,16 @@ pub struct RealServer {
     pub tunnel: Tunnel,
     pub upper_threshold: u32,
     pub lower_threshold: u32,
+    /// This server's own checks (all must pass); `None`: the virtual
+    /// server's. `Some([])`: not checked.
+    pub health: Option<Vec<HealthSpec>>,
+}
+
+impl RealServer {
+    /// The checks that decide this server's health on `vs`.
+    pub fn checks<'a>(&'a self, vs: &'a VirtualServer) -> &'a [HealthSpec] {
+        self.health.as_deref().unwrap_or(&vs.health)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -258,7 +304,19 @@ pub struct VirtualServer {
     /// size and ignores this.
     pub maglev_table_size: u32,
     pub forwarding: Forward,
-    pub health: Option<HealthSpec>,
+    /// Default checks of its real servers (all must pass); empty: none.
+    pub health: Vec<HealthSpec>,
+    pub on_down: OnDown,
+    pub on_down_connections: OnDownConnections,
+    /// Fewer healthy real servers than this switch the service to its
+    /// sorry server (when it has one). At least 1.
+    pub quorum: u32,
+    /// keepalived's `sorry_server`: the one destination while quorum is
+    /// not met.
+    pub sorry_server: Option<SocketAddr>,
+    /// How long a real server removed from the config keeps serving its
+    /// established connections (weight 0) before it is deleted.
+    pub drain_timeout: Duration,
     pub real_servers: Vec<RealServer>,
 }
 

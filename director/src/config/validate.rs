@@ -1183,21 +1183,41 @@ fn tunnel(cx: &mut Ctx<'_>, t: &S<RawTunnel>) -> Option<Tunnel> {
     })
 }
 
-fn health(cx: &mut Ctx<'_>, hs: &S<RawHealth>) -> Option<HealthSpec> {
-    let h = hs.span();
-    let table = cx.table_name(&h, "virtual_server.health");
-    let r = hs.get_ref();
+/// `health` of a virtual server or a real server: one table or an array of
+/// them. `None` if any check is bad (errors recorded).
+fn health_list(
+    cx: &mut Ctx<'_>,
+    hl: &S<RawHealthList>,
+    path: &str,
+    owner: &str,
+) -> Option<Vec<HealthSpec>> {
+    match hl.get_ref() {
+        RawHealthList::One(h) => Some(vec![health(cx, h, hl.span(), path, owner)?]),
+        RawHealthList::Many(items) => {
+            let mut out = Vec::new();
+            let mut ok = true;
+            for h in items {
+                match health(cx, h.get_ref(), h.span(), path, owner) {
+                    Some(spec) => out.push(spec),
+                    None => ok = false,
+                }
+            }
+            ok.then_some(out)
+        }
+    }
+}
+
+fn health(
+    cx: &mut Ctx<'_>,
+    r: &RawHealth,
+    h: Range<usize>,
+    path: &str,
+    owner: &str,
+) -> Option<HealthSpec> {
+    let table = cx.table_name(&h, path);
     let kind = cx
         .require(&r.kind, &h, &table, "kind")
         .and_then(|v| cx.choice(v, "health kind", HEALTH_KINDS));
-    let kind = kind.map(|i| {
-        [
-            HealthKind::Tcp,
-            HealthKind::Http,
-            HealthKind::Https,
-            HealthKind::Script,
-        ][i]
-    });
     let positive =
         |cx: &mut Ctx<'_>, v: &Opt<RawDuration>, key: &str, default: u64| -> Option<Duration> {
             match v {
@@ -1233,13 +1253,171 @@ fn health(cx: &mut Ctx<'_>, hs: &S<RawHealth>) -> Option<HealthSpec> {
         None => Some(None),
         Some(v) => cx.int(v, "health port", 1, 65535).map(|p| Some(p as u16)),
     };
-    Some(HealthSpec {
-        kind: kind?,
+    let address = match &r.address {
+        None => Some(None),
+        Some(v) => cx.ip(v, "health address").map(Some),
+    };
+
+    // Keys that belong to other kinds are mistakes, not options to ignore:
+    // `path` on a tcp check means the operator thinks it checks HTTP.
+    let kind_name = kind.map(|i| HEALTH_KINDS[i]);
+    let http_keys: [(&str, Option<Range<usize>>); 6] = [
+        ("method", r.method.as_ref().map(|v| v.span())),
+        ("path", r.path.as_ref().map(|v| v.span())),
+        ("host", r.host.as_ref().map(|v| v.span())),
+        ("expect_status", r.expect_status.as_ref().map(|v| v.span())),
+        ("body_regex", r.body_regex.as_ref().map(|v| v.span())),
+        ("digest", r.digest.as_ref().map(|v| v.span())),
+    ];
+    let tls_keys: [(&str, Option<Range<usize>>); 3] = [
+        ("sni", r.sni.as_ref().map(|v| v.span())),
+        ("verify", r.verify.as_ref().map(|v| v.span())),
+        ("ca_file", r.ca_file.as_ref().map(|v| v.span())),
+    ];
+    let mut misplaced = |keys: &[(&str, Option<Range<usize>>)], for_kinds: &str| {
+        for (key, span) in keys {
+            if let (Some(span), Some(k)) = (span, kind_name) {
+                cx.err(
+                    span.clone(),
+                    format!("{key} applies to {for_kinds} checks only, not \"{k}\""),
+                );
+            }
+        }
+    };
+    match kind_name {
+        Some("http") => misplaced(&tls_keys, "https"),
+        Some("https") => {}
+        _ => {
+            misplaced(&http_keys, "http and https");
+            misplaced(&tls_keys, "https");
+        }
+    }
+    if let (Some(v), Some(k)) = (&r.command, kind_name) {
+        if k != "script" {
+            cx.err(
+                v.span(),
+                format!("command applies to script checks only, not \"{k}\""),
+            );
+        }
+    }
+
+    let probe = match kind_name? {
+        "tcp" => Some(healthcheck::Probe::Tcp),
+        "script" => cx
+            .require(&r.command, &h, &table, "command")
+            .and_then(|v| cx.argv(v, "command", owner))
+            .map(|argv| healthcheck::Probe::Script(healthcheck::ScriptProbe { argv })),
+        kind => {
+            let http = http_probe(cx, r);
+            if kind == "http" {
+                http.map(healthcheck::Probe::Http)
+            } else {
+                let tls = healthcheck::TlsProbe {
+                    sni: r.sni.as_ref().map(|v| v.get_ref().clone()),
+                    verify: r.verify.as_ref().is_some_and(|v| *v.get_ref()),
+                    ca_file: r.ca_file.as_ref().map(|v| PathBuf::from(v.get_ref())),
+                };
+                if let (Some(v), false) = (&r.ca_file, tls.verify) {
+                    cx.err(v.span(), "ca_file is only used with verify = true");
+                }
+                http.map(|http| healthcheck::Probe::Https { http, tls })
+            }
+        }
+    };
+    let spec = HealthSpec {
+        probe: probe?,
         interval: interval?,
         timeout: timeout?,
         rise: rise? as u32,
         fall: fall? as u32,
         port: port?,
+        address: address?,
+    };
+    // What only building the check finds (a regex that does not compile,
+    // an unreadable ca_file, a bad server name), at the key that caused it.
+    let probe_target = SocketAddr::new(IpAddr::from([127, 0, 0, 1]), 1);
+    if let Err(e) = healthcheck::Prepared::new(spec.check_for(probe_target.ip(), 1)) {
+        let span = match &e {
+            healthcheck::SpecError::Regex { .. } => r.body_regex.as_ref().map(|v| v.span()),
+            healthcheck::SpecError::CaFile { .. } | healthcheck::SpecError::Tls(_) => {
+                r.ca_file.as_ref().map(|v| v.span())
+            }
+            healthcheck::SpecError::ServerName(_) => {
+                r.sni.as_ref().or(r.host.as_ref()).map(|v| v.span())
+            }
+            healthcheck::SpecError::Method(_) => r.method.as_ref().map(|v| v.span()),
+            healthcheck::SpecError::Path(_) => r.path.as_ref().map(|v| v.span()),
+            healthcheck::SpecError::Host(_) => r.host.as_ref().map(|v| v.span()),
+            _ => None,
+        };
+        cx.err(span.unwrap_or(h), format!("health check: {e}"));
+        return None;
+    }
+    Some(spec)
+}
+
+/// The HTTP part of an http/https check, with keepalived's defaults
+/// (`GET /`, any 2xx).
+fn http_probe(cx: &mut Ctx<'_>, r: &RawHealth) -> Option<healthcheck::HttpProbe> {
+    let mut ok = true;
+    let mut expect_status = Vec::new();
+    match &r.expect_status {
+        None => expect_status.push(healthcheck::StatusRange {
+            low: 200,
+            high: 299,
+        }),
+        Some(list) => {
+            if list.get_ref().is_empty() {
+                cx.err(list.span(), "expect_status must not be empty");
+                ok = false;
+            }
+            for item in list.get_ref() {
+                let text = match item.get_ref() {
+                    StrOrInt::Str(s) => s.clone(),
+                    StrOrInt::Int(i) => i.to_string(),
+                };
+                match healthcheck::StatusRange::parse(&text) {
+                    Some(range) => expect_status.push(range),
+                    None => {
+                        cx.err(item.span(), format!("bad expect_status \"{text}\": expected a status code 100-599 or a range like \"200-399\""));
+                        ok = false;
+                    }
+                }
+            }
+        }
+    }
+    let body = match (&r.body_regex, &r.digest) {
+        (Some(re), Some(d)) => {
+            cx.err(d.span(), "use body_regex or digest, not both");
+            let _ = re;
+            ok = false;
+            None
+        }
+        (Some(re), None) => Some(healthcheck::BodyMatch::Regex(re.get_ref().clone())),
+        (None, Some(d)) => match healthcheck::BodyMatch::digest_from_hex(d.get_ref()) {
+            Some(m) => Some(m),
+            None => {
+                cx.err(d.span(), format!("bad digest \"{}\": expected 32 hex digits (MD5, as keepalived's genhash prints) or 64 (SHA-256)", d.get_ref()));
+                ok = false;
+                None
+            }
+        },
+        (None, None) => None,
+    };
+    ok.then(|| healthcheck::HttpProbe {
+        method: r
+            .method
+            .as_ref()
+            .map(|v| v.get_ref().clone())
+            .unwrap_or_else(|| "GET".into()),
+        path: r
+            .path
+            .as_ref()
+            .map(|v| v.get_ref().clone())
+            .unwrap_or_else(|| "/".into()),
+        host: r.host.as_ref().map(|v| v.get_ref().clone()),
+        expect_status,
+        body,
     })
 }
 
@@ -1565,13 +1743,50 @@ fn virtual_server(
             }
         }
     };
-    let health = r.health.as_ref().map(|hs| health(cx, hs));
+    let vs_owner = format!("virtual server \"{label}\"");
+    let health = match &r.health {
+        None => Some(Vec::new()),
+        Some(hl) => health_list(
+            cx,
+            hl,
+            "virtual_server.health",
+            &format!("health of {vs_owner}"),
+        ),
+    };
+    let on_down = match &r.on_down {
+        None => Some(OnDown::Remove),
+        Some(v) => cx
+            .choice(v, "on_down", &["remove", "inhibit"])
+            .map(|i| [OnDown::Remove, OnDown::Inhibit][i]),
+    };
+    // Removing a server promises its clients nothing, so their
+    // connections are reset at once; inhibiting (weight 0) is the gentle
+    // mode, so they are kept (keepalived's inhibit_on_failure semantics).
+    let on_down_connections = match (&r.on_down_connections, on_down) {
+        (None, Some(OnDown::Inhibit)) => Some(OnDownConnections::Keep),
+        (None, _) => Some(OnDownConnections::Reset),
+        (Some(v), _) => cx
+            .choice(v, "on_down_connections", &["reset", "keep"])
+            .map(|i| [OnDownConnections::Reset, OnDownConnections::Keep][i]),
+    };
+    let quorum = match &r.quorum {
+        None => Some(1),
+        Some(v) => cx.int(v, "quorum", 1, 65535),
+    };
+    let sorry_server = match &r.sorry_server {
+        None => Some(None),
+        Some(v) => cx.sockaddr(v, "sorry_server").map(Some),
+    };
+    let drain_timeout = match &r.drain_timeout {
+        None => Some(Duration::from_secs(300)),
+        Some(v) => cx.duration(v, "drain_timeout"),
+    };
 
     // Real servers.
     let mut reals = Vec::new();
     let mut seen: HashMap<(IpAddr, u16), usize> = HashMap::new();
     let mut ok = true;
-    let mut first_port0: Option<SocketAddr> = None;
+    let mut reported_port0 = false;
     for rs in r.real_server.as_deref().unwrap_or(&[]) {
         let rh = rs.span();
         let rtable = cx.table_name(&rh, "real_server");
@@ -1648,42 +1863,68 @@ fn virtual_server(
                     cx.err(span.clone(), format!("real server {a} uses {} forwarding, which cannot change the destination port: its port must be {vp} like virtual server \"{label}\" (ipvsadm would silently use {vp})", forward_word(f)));
                 }
             }
-            if a.port() == 0 && first_port0.is_none() {
-                first_port0 = Some(a);
+        }
+        let rs_health = match &rr.health {
+            None => Some(None),
+            Some(hl) => {
+                let owner = match addr {
+                    Some(a) => format!("health of real server {a} in {vs_owner}"),
+                    None => format!("health of a real server in {vs_owner}"),
+                };
+                health_list(cx, hl, "virtual_server.real_server.health", &owner).map(Some)
+            }
+        };
+        // A port-0 real server has nothing to connect to unless the check
+        // names a port (keepalived's connect_port); scripts need none.
+        if let (Some(a), Some(rs_checks)) = (addr, &rs_health) {
+            let (checks, span) = match (rs_checks, &rr.health, &health, &r.health) {
+                (Some(own), Some(hv), _, _) => (own.as_slice(), hv.span()),
+                (None, _, Some(vs_checks), Some(hv)) => (vs_checks.as_slice(), hv.span()),
+                _ => (&[][..], 0..0),
+            };
+            let portless = checks
+                .iter()
+                .any(|c| c.port.is_none() && !matches!(c.probe, healthcheck::Probe::Script(_)));
+            if a.port() == 0 && portless && !reported_port0 {
+                reported_port0 = true;
+                cx.err(
+                    span,
+                    format!("health of virtual server \"{label}\" needs a port: real server {a} has port 0, so there is no port to check"),
+                );
             }
         }
-        match (addr, weight, fwd, rtunnel, upper, lower) {
-            (Some(a), Some(w), Some(f), Some(t), Some(u), Some(l)) => reals.push(RealServer {
-                address: a.ip(),
-                port: a.port(),
-                weight: w as i32,
-                forwarding: f,
-                tunnel: t,
-                upper_threshold: u as u32,
-                lower_threshold: l as u32,
-            }),
+        match (addr, weight, fwd, rtunnel, upper, lower, rs_health) {
+            (Some(a), Some(w), Some(f), Some(t), Some(u), Some(l), Some(h)) => {
+                reals.push(RealServer {
+                    address: a.ip(),
+                    port: a.port(),
+                    weight: w as i32,
+                    forwarding: f,
+                    tunnel: t,
+                    upper_threshold: u as u32,
+                    lower_threshold: l as u32,
+                    health: h,
+                })
+            }
             _ => ok = false,
         }
     }
 
-    // A port-0 real server has nothing to connect to unless the check
-    // names a port (keepalived's connect_port).
-    if let (Some(Some(hs)), Some(a), Some(hv)) = (&health, first_port0, &r.health) {
-        if hs.port.is_none() {
+    if let (Some(q), Some(qv)) = (quorum, &r.quorum) {
+        if q as usize > reals.len() && ok {
             cx.err(
-                hv.span(),
-                format!("health of virtual server \"{label}\" needs a port: real server {a} has port 0, so there is no port to check"),
+                qv.span(),
+                format!(
+                    "quorum {q} of virtual server \"{label}\" can never be met: it has {} real servers",
+                    reals.len()
+                ),
             );
+            ok = false;
         }
     }
     if !ok {
         return None;
     }
-    let health = match health {
-        None => None,
-        Some(Some(h)) => Some(h),
-        Some(None) => return None,
-    };
     Some(VirtualServer {
         name: name?,
         key: key?,
@@ -1694,7 +1935,12 @@ fn virtual_server(
         one_packet,
         maglev_table_size: maglev_table_size?,
         forwarding: forwarding?,
-        health,
+        health: health?,
+        on_down: on_down?,
+        on_down_connections: on_down_connections?,
+        quorum: quorum? as u32,
+        sorry_server: sorry_server?,
+        drain_timeout: drain_timeout?,
         real_servers: reals,
     })
 }
