@@ -198,7 +198,7 @@ fn pool_of(
         };
         dests.entry(key).or_insert(DestSettings {
             weight: 0,
-            ..settings.clone()
+            ..*settings
         });
     }
     pool.quorum_met = pool.serving >= vs.quorum as usize;
@@ -290,7 +290,7 @@ mod tests {
             lower_threshold: 0,
             tunnel: Tunnel::default(),
         };
-        inputs.leaving.insert(member("10.0.0.9:80"), gone.clone());
+        inputs.leaving.insert(member("10.0.0.9:80"), gone);
         // A leaving entry of another virtual server is not ours.
         inputs
             .leaving
