@@ -298,7 +298,9 @@ pub fn families(snap: &Snapshot, started: SystemTime) -> Vec<MetricFamily> {
                 .iter()
                 .map(|t| {
                     // The driver's clock runs from `started`.
-                    let at = started + std::time::Duration::from_millis(t.at.as_millis());
+                    let at = started
+                        .checked_add(std::time::Duration::from_millis(t.at.as_millis()))
+                        .unwrap_or(started);
                     sample(labels(i), MetricType::GAUGE, unix_seconds(at))
                 })
                 .collect()

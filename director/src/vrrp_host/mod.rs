@@ -285,7 +285,10 @@ impl VrrpHandle {
     /// monotonic milliseconds since its start, mapped through the wall
     /// clock read at that start (a later clock step does not move it).
     pub fn wall_clock(&self, t: vrrp::Time) -> SystemTime {
-        self.epoch + Duration::from_millis(t.as_millis())
+        // Checked: a `Time` that far out is a bug, not a reason to panic.
+        self.epoch
+            .checked_add(Duration::from_millis(t.as_millis()))
+            .unwrap_or(self.epoch)
     }
 
     /// When the driver started: every counter of the snapshot counts from
