@@ -9,7 +9,8 @@
 //!   edits), on reload, on a kernel event (the "IPVS" generic-netlink family
 //!   being registered again after a module reload, which empties the table),
 //!   and at once again after a pass that hit a conflict;
-//! - the **control socket** task answers `directorctl`;
+//! - the **control socket** task answers `directorctl` (one task per
+//!   client; a `vrrp --follow` client keeps its task until it disconnects);
 //! - the optional **metrics** task serves `/metrics`.
 //!
 //! Shutdown (SIGTERM/SIGINT) leaves the kernel table as it is: connections
@@ -125,6 +126,9 @@ struct Shared {
     /// VRRP, once started (after the first pass: the dataplane is
     /// programmed before this box can become master).
     vrrp: Arc<std::sync::OnceLock<Arc<crate::vrrp_host::VrrpHandle>>>,
+    /// Becomes true once VRRP was started, or found to have no instance:
+    /// followers that connect during the first pass wait for it.
+    vrrp_settled: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 /// Runs the kernel worker: owns the dataplane and the sysctls, serves
@@ -309,6 +313,7 @@ where
         metrics,
         kind,
         vrrp: Arc::new(std::sync::OnceLock::new()),
+        vrrp_settled: Arc::new(tokio::sync::watch::Sender::new(false)),
     };
 
     let listener = bind_control_socket(&socket_path)?;
@@ -323,6 +328,7 @@ where
         let refresh = move || {
             let shared = for_scrape.clone();
             async move {
+                refresh_vrrp_metrics(&shared).await;
                 if let Ok(table) = dump(&shared).await {
                     let desired = shared
                         .state
@@ -357,6 +363,7 @@ where
             }
         }
     }
+    shared.vrrp_settled.send_replace(true);
     ready();
 
     let mut shutdown = std::pin::pin!(shutdown);
@@ -384,6 +391,12 @@ where
         // backup takes over after Skew_Time.
         v.shutdown().await;
         info!(event = "vrrp_stopped");
+        // Their streams end after the shutdown transitions: give the
+        // follower tasks a moment to write those before the runtime goes.
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while v.followers() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
     info!(
         event = "stopping",
@@ -391,6 +404,26 @@ where
     );
     let _ = std::fs::remove_file(&socket_path);
     Ok(())
+}
+
+/// The VRRP series of this scrape: one snapshot of the driver. A driver
+/// that does not answer within 2 s (it never should: it runs on its own
+/// thread) makes the series disappear rather than freeze at old values.
+async fn refresh_vrrp_metrics(shared: &Shared) {
+    let Some(v) = shared.vrrp.get() else {
+        return;
+    };
+    match tokio::time::timeout(Duration::from_secs(2), v.status()).await {
+        Ok(Ok(snap)) => shared.metrics.vrrp.update(snap, v.started_at()),
+        Ok(Err(e)) => {
+            warn!(event = "vrrp_status_failed", error = %e);
+            shared.metrics.vrrp.clear();
+        }
+        Err(_) => {
+            warn!(event = "vrrp_status_failed", error = "no answer within 2 s");
+            shared.metrics.vrrp.clear();
+        }
+    }
 }
 
 /// One pass, plus immediate re-runs (at most 3) while the table keeps
@@ -553,8 +586,12 @@ async fn control_server(listener: UnixListener, shared: Shared) {
     }
 }
 
+type ClientReader = BufReader<tokio::io::Take<tokio::net::unix::OwnedReadHalf>>;
+
 async fn serve_client(stream: UnixStream, shared: Shared) {
     let (read, mut write) = stream.into_split();
+    // The cap also bounds what a follower may send after its request
+    // (ignored; reaching the cap reads as EOF and ends the stream).
     let mut reader = BufReader::new(read.take(control::MAX_REQUEST_BYTES as u64 + 1));
     let mut line = Vec::new();
     let response =
@@ -572,15 +609,129 @@ async fn serve_client(stream: UnixStream, shared: Shared) {
             },
             Ok(Ok(_)) => match control::parse_request(line.strip_suffix(b"\n").unwrap_or(&line)) {
                 Err(message) => Response::Error { message },
+                Ok(Request::VrrpFollow { since }) => {
+                    follow_vrrp(&mut reader, &mut write, &shared, since).await;
+                    let _ = write.shutdown().await;
+                    return;
+                }
                 Ok(req) => handle(req, &shared).await,
             },
         };
-    let mut out = serde_json::to_vec(&response).unwrap_or_else(|e| {
+    let _ = send_line(&mut write, &response).await;
+    let _ = write.shutdown().await;
+}
+
+/// Writes one response line.
+async fn send_line(
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+    response: &Response,
+) -> std::io::Result<()> {
+    let mut out = serde_json::to_vec(response).unwrap_or_else(|e| {
         format!("{{\"result\":\"error\",\"message\":\"encoding reply: {e}\"}}").into_bytes()
     });
     out.push(b'\n');
-    let _ = write.write_all(&out).await;
-    let _ = write.shutdown().await;
+    write.write_all(&out).await
+}
+
+/// Resolves when the client has closed its side (EOF or error); bytes it
+/// sends meanwhile are read and dropped. Cancel-safe.
+async fn client_gone(reader: &mut ClientReader) {
+    let mut sink = [0u8; 512];
+    loop {
+        match reader.read(&mut sink).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// `vrrp_follow` (see [`control`] for the lines): the snapshot, then every
+/// executed event, until the client leaves or VRRP stops. The task holds a
+/// journal subscription and this socket, nothing that grows: a reader
+/// slower than the events is overtaken and told what it lost.
+async fn follow_vrrp(
+    reader: &mut ClientReader,
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+    shared: &Shared,
+    since: Option<u64>,
+) {
+    // A follower may connect while the first pass runs, before VRRP is
+    // up: wait for it (an operator starting `--follow` next to a restart
+    // wants the startup transitions too), unless the client leaves first.
+    let mut settled = shared.vrrp_settled.subscribe();
+    tokio::select! {
+        r = settled.wait_for(|s| *s) => if r.is_err() { return },
+        () = client_gone(reader) => return,
+    }
+    let Some(v) = shared.vrrp.get() else {
+        let message = "no vrrp_instance is running: nothing to follow (VRRP instances added by a reload start at the next restart)".to_string();
+        let _ = send_line(write, &Response::Error { message }).await;
+        return;
+    };
+    // Subscribe before the snapshot: every event after it is then
+    // delivered (see vrrp_host::follow).
+    let mut sub = v.follow();
+    let snap = match v.status().await {
+        Ok(snap) => snap,
+        Err(message) => {
+            let _ = send_line(write, &Response::Error { message }).await;
+            return;
+        }
+    };
+    let after = match since {
+        None => snap.last_event_seq,
+        Some(s) if s <= snap.last_event_seq => s,
+        Some(s) => {
+            let message = format!(
+                "since {s} is after the last event, {}: that sequence number is from an earlier run of the daemon",
+                snap.last_event_seq
+            );
+            let _ = send_line(write, &Response::Error { message }).await;
+            return;
+        }
+    };
+    sub.start_after(after);
+    info!(
+        event = "vrrp_follower_connected",
+        after,
+        followers = v.followers()
+    );
+    if send_line(write, &Response::Vrrp(Box::new(snap)))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    loop {
+        let item = tokio::select! {
+            item = sub.next() => item,
+            () = client_gone(reader) => break,
+        };
+        let line = match item {
+            None => break,
+            Some(crate::vrrp_host::follow::Item::Event(event)) => {
+                let unix_time = v
+                    .wall_clock(event.at)
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map(|d| d.as_secs_f64())
+                    .unwrap_or(0.0);
+                Response::VrrpEvent(Box::new(control::FollowedEvent { unix_time, event }))
+            }
+            Some(crate::vrrp_host::follow::Item::Lost {
+                first_seq,
+                last_seq,
+            }) => {
+                warn!(event = "vrrp_follower_lagged", first_seq, last_seq);
+                Response::vrrp_lost(first_seq, last_seq)
+            }
+        };
+        // A client that stopped reading blocks only this task; the
+        // journal overtakes it meanwhile.
+        if send_line(write, &line).await.is_err() {
+            break;
+        }
+    }
+    info!(event = "vrrp_follower_gone");
 }
 
 /// Sends one request to the kernel worker and awaits its answer.
@@ -683,6 +834,10 @@ async fn handle(req: Request, shared: &Shared) -> Response {
                 Err(message) => Response::Error { message },
             },
             None => Response::Vrrp(Box::new(vrrp::driver::Snapshot::empty())),
+        },
+        // serve_client streams it; never answered as one line.
+        Request::VrrpFollow { .. } => Response::Error {
+            message: "vrrp_follow is a stream and cannot be answered as one reply".into(),
         },
     }
 }

@@ -16,7 +16,9 @@
 //! - [`conntrack`]: ctnetlink codec and socket (dump/create/delete entries).
 //! - [`format`]: byte-exact `ipvsadm -Ln` / `-Lnc` printers.
 //! - [`control`]: the control-socket protocol (JSON lines).
-//! - [`metrics`]: Prometheus registry and `/metrics` endpoint.
+//! - [`metrics`]: Prometheus registry and `/metrics` endpoint (director's
+//!   own series, the kernel's IPVS counters, VRRP state and RFC 6527
+//!   counters).
 //! - [`genl_watch`]: generic-netlink family events (ip_vs module reloads).
 //! - [`dataplane`]: the `Dataplane` trait (IPVS or nftables) and `auto` choice.
 //! - [`sysctl`]: the kernel settings each dataplane depends on, set and reported.
@@ -25,7 +27,8 @@
 //! - [`nft`]: the nftables dataplane (`inet director` table via the nft CLI).
 //! - [`vrrp_host`]: VRRP in the daemon: runs `vrrp::driver` on its own
 //!   thread and executes its events in order (VIPs via `rtnl`, then
-//!   gratuitous ARP/NA, notify commands, link tracking).
+//!   gratuitous ARP/NA, notify commands, link tracking), then journals
+//!   them for `directorctl vrrp --follow` (`vrrp_host::follow`).
 //! - [`daemon`]: `director run`: reconcile loop, triggers, control socket.
 //!
 //! Only `ipvs`, `nft`, `sysctl`, `conntrack` and `rtnl` write to the kernel.

@@ -1,12 +1,15 @@
 //! Prometheus metrics and the `/metrics` endpoint.
 //!
-//! Two kinds of series live here:
+//! Three kinds of series live here:
 //! - the director's own counters (reconcile passes, ops by kind, errors,
 //!   pass duration, owned services/destinations), updated by the daemon;
 //! - the kernel's IPVS counters per service and per destination, exported
 //!   by [`IpvsTableCollector`] straight from the last dump as real counters
 //!   (the kernel owns the values; we never accumulate them ourselves, so a
-//!   daemon restart does not reset them).
+//!   daemon restart does not reset them);
+//! - VRRP: state, priorities, the RFC 6527 statistics and timer lateness,
+//!   exported by [`VrrpCollector`] from a snapshot of the VRRP driver taken
+//!   at each scrape (see [`vrrp`] for the list).
 //!
 //! The HTTP side is deliberately tiny: `GET /metrics` only, request head
 //! capped at 8 KiB, one request per connection.
@@ -24,6 +27,11 @@ use std::sync::{Arc, RwLock};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+#[cfg(test)]
+mod promtext;
+pub mod vrrp;
+pub use vrrp::VrrpCollector;
+
 /// The director's own metrics.
 #[derive(Clone)]
 pub struct Metrics {
@@ -37,6 +45,7 @@ pub struct Metrics {
     pub destinations_owned: IntGauge,
     pub config_reloads: IntCounterVec,
     pub table: IpvsTableCollector,
+    pub vrrp: VrrpCollector,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -96,6 +105,7 @@ impl Metrics {
             &["result"],
         ));
         let table = IpvsTableCollector::default();
+        let vrrp = VrrpCollector::default();
         for c in [
             Box::new(reconcile_passes.clone()) as Box<dyn Collector>,
             Box::new(ops_applied.clone()),
@@ -106,6 +116,7 @@ impl Metrics {
             Box::new(destinations_owned.clone()),
             Box::new(config_reloads.clone()),
             Box::new(table.clone()),
+            Box::new(vrrp.clone()),
         ] {
             must(registry.register(c));
         }
@@ -120,6 +131,7 @@ impl Metrics {
             destinations_owned,
             config_reloads,
             table,
+            vrrp,
         }
     }
 
@@ -449,6 +461,27 @@ mod tests {
             r#"director_ipvs_destination_active_connections{name="web",service="TCP 192.0.2.1:80",destination="10.0.0.1:80"} 3"#
         ));
         assert!(text.contains("director_reconcile_duration_seconds_bucket"));
+        // The whole scrape, as Prometheus will read it.
+        promtext::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    }
+
+    #[test]
+    fn vrrp_series_join_the_scrape_and_leave_it_when_cleared() {
+        let m = Metrics::new();
+        assert!(!m.render().contains("director_vrrp_"));
+        let mut snap = ::vrrp::driver::Snapshot::empty();
+        snap.unknown_vrid = 4;
+        m.vrrp.update(snap, std::time::SystemTime::UNIX_EPOCH);
+        let text = m.render();
+        let exp = promtext::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(
+            exp.value("director_vrrp_router_vrid_errors_total", &[]),
+            Some(4.0)
+        );
+        // Beside the director's own families, not instead of them.
+        assert!(exp.types.contains_key("director_reconcile_conflicts_total"));
+        m.vrrp.clear();
+        assert!(!m.render().contains("director_vrrp_"));
     }
 
     #[test]

@@ -263,6 +263,45 @@ fn daemon_programs_serves_reloads_and_repairs() {
     );
 }
 
+#[test]
+fn vrrp_follow_without_instances_is_refused_and_the_one_line_vrrp_is_unchanged() {
+    let r = start(SharedFake::default());
+    // The stream, asked while the daemon may still be in its first pass:
+    // it waits for VRRP to settle, then says there is nothing to follow
+    // (one error line, then the end), so `directorctl vrrp --follow`
+    // exits 1 with that message instead of waiting forever.
+    let mut stream = control::open_stream(&r.socket, &Request::VrrpFollow { since: None }).unwrap();
+    let first = stream.next_line().unwrap().expect("one line");
+    match first.response {
+        Response::Error { message } => assert!(message.contains("no vrrp_instance"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        first.raw.starts_with(r#"{"result":"error""#),
+        "{}",
+        first.raw
+    );
+    assert_eq!(stream.next_line().unwrap(), None);
+
+    // The one-line request answers as before: an empty snapshot.
+    let Response::Vrrp(snap) = r.ask(Request::Vrrp) else {
+        panic!("vrrp")
+    };
+    assert!(snap.instances.is_empty());
+    // Hostile follow requests get an error line; the daemon serves on.
+    for bad in [
+        &b"{\"cmd\":\"vrrp_follow\",\"since\":-1}\n"[..],
+        b"{\"cmd\":\"vrrp_follow\",\"since\":\"x\"}\n",
+        b"{\"cmd\":\"vrrp_follow\",\"since\":1e400}\n",
+    ] {
+        let reply = r.raw(bad);
+        assert!(reply.starts_with(r#"{"result":"error""#), "{reply}");
+        assert_eq!(reply.matches('\n').count(), 1, "{reply}");
+    }
+    assert!(matches!(r.ask(Request::Status), Response::Status(_)));
+    r.stop().unwrap();
+}
+
 /// Fake IPVS, no nftables, and sysctls that are read but never written
 /// (these daemons run in the host's own network namespace).
 fn backends<K: IpvsKernel + Send + 'static, F>(open: F) -> director::daemon::Backends<F>

@@ -2,11 +2,14 @@
 //!
 //! `status` prints exactly what `ipvsadm -Ln` prints for the same kernel
 //! table (the daemon dumps, this side formats with `director::format`).
+//! `vrrp --follow` is the one streaming command: it reads lines until the
+//! daemon ends the stream or the user interrupts it.
 
 use clap::{Parser, Subcommand};
 use director::control::{self, Request, Response};
 use director::format::{ListMode, ListOptions};
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -76,13 +79,32 @@ enum Command {
     Reload,
     /// VRRP instances: state, priorities, master heard, VIPs, counters.
     Vrrp {
+        /// JSON; with --follow, the daemon's JSON lines as they come.
         #[arg(long)]
         json: bool,
+        /// Then keep printing every VRRP event (state changes, VIPs
+        /// added/removed, gratuitous ARP/NA, bad packets heard) as the
+        /// daemon executes it, in order, until interrupted. Exits 1 when
+        /// the daemon has no VRRP instance or ends the stream.
+        #[arg(long)]
+        follow: bool,
+        /// With --follow: start after this event sequence number instead
+        /// of now (the daemon keeps the last 1024 events; 0 = all it has).
+        #[arg(long, requires = "follow", value_name = "SEQ")]
+        since: Option<u64>,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Vrrp {
+        json,
+        follow: true,
+        since,
+    } = cli.command
+    {
+        return follow_vrrp(&cli.socket, since, json);
+    }
     let req = match &cli.command {
         Command::Status { .. } => Request::Status,
         Command::Conns { .. } => Request::Conns,
@@ -189,7 +211,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        (Command::Vrrp { json }, Response::Vrrp(snap)) => {
+        (Command::Vrrp { json, .. }, Response::Vrrp(snap)) => {
             if json {
                 println!(
                     "{}",
@@ -236,6 +258,67 @@ fn main() -> ExitCode {
         (_, other) => {
             eprintln!("directorctl: unexpected reply from the daemon: {other:?}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `directorctl vrrp --follow`: the snapshot, then one line per event.
+fn follow_vrrp(socket: &Path, since: Option<u64>, json: bool) -> ExitCode {
+    let mut stream = match control::open_stream(socket, &Request::VrrpFollow { since }) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("directorctl: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let mut first = true;
+    loop {
+        let line = match stream.next_line() {
+            Ok(Some(line)) => line,
+            Ok(None) => {
+                eprintln!(
+                    "directorctl: the daemon ended the stream (it stopped or restarted; the VRRP state is now unknown here)"
+                );
+                return ExitCode::FAILURE;
+            }
+            Err(e) => {
+                eprintln!("directorctl: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let text = match (&line.response, first) {
+            (Response::Error { message }, _) => {
+                eprintln!("directorctl: {message}");
+                return ExitCode::FAILURE;
+            }
+            (_, _) if json => format!("{}\n", line.raw),
+            (Response::Vrrp(snap), true) => {
+                let after = since.unwrap_or(snap.last_event_seq);
+                director::format::vrrp(snap) + &director::format::vrrp_follow_banner(after)
+            }
+            (Response::VrrpEvent(e), false) => director::format::vrrp_event(e.unix_time, &e.event),
+            (
+                Response::VrrpLost {
+                    first_seq,
+                    last_seq,
+                    ..
+                },
+                false,
+            ) => director::format::vrrp_lost(*first_seq, *last_seq),
+            (other, _) => {
+                eprintln!("directorctl: unexpected line in the VRRP stream: {other:?}");
+                return ExitCode::FAILURE;
+            }
+        };
+        first = false;
+        // The reader went away (`| head`): done, like `tail -f` would be.
+        if out
+            .write_all(text.as_bytes())
+            .and_then(|()| out.flush())
+            .is_err()
+        {
+            return ExitCode::SUCCESS;
         }
     }
 }

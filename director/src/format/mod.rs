@@ -96,7 +96,7 @@ mod golden;
 mod tests;
 
 pub use conn::{connections, parse_connections, Conn, ConnOptions};
-pub use vrrp::vrrp;
+pub use vrrp::{vrrp, vrrp_event, vrrp_follow_banner, vrrp_lost};
 
 use crate::model::{
     svc_flags, Family, Forward, KernelDest, KernelService, KernelTable, ServiceKey, SyncDaemon,

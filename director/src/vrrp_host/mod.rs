@@ -9,7 +9,8 @@
 //!   │                           AddVips    -> rtnetlink RTM_NEWADDR (IPv6: nodad)
 //!   │                           RemoveVips -> RTM_DELADDR
 //!   │                           SendGratuitous -> ARP announcement / unsolicited NA
-//!   │                           StateChange -> log, metrics, notify queue, followers
+//!   │                           StateChange -> log, notify queue
+//!   │                         then every event -> journal (followers)
 //!   ├─ notify runner          argv commands one after the other (never a shell)
 //!   └─ track scripts          argv commands every interval, rise/fall
 //!  thread "vrrp-links"        RTNLGRP_LINK events -> InterfaceDown/Up, tracking
@@ -21,6 +22,9 @@
 //! gratuitous ARP request containing the virtual router MAC address for
 //! each IP address associated with the virtual router" — for addresses the
 //! host answers for).
+//!
+//! Followers (`directorctl vrrp --follow`) read the [`follow::Journal`]:
+//! each event once it was executed, in `seq` order, losses reported.
 
 use crate::config::{Config, VrrpInstance};
 use crate::rtnl;
@@ -28,12 +32,14 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use std::time::SystemTime;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{info, warn};
 use vrrp::driver::{AdvertSink, Command, Driver, GroupSpec, HostEvent, InstanceSpec, Snapshot};
 use vrrp::machine::{self, Action, State};
 use vrrp::net::{Announcer, Interface, VrrpSocket};
 
+pub mod follow;
 pub mod track;
 
 /// Why VRRP could not start.
@@ -54,7 +60,9 @@ pub enum VrrpStartError {
 /// A running VRRP side, as the daemon holds it.
 pub struct VrrpHandle {
     commands: mpsc::Sender<Command>,
-    followers: broadcast::Sender<HostEvent>,
+    journal: follow::Journal,
+    /// Wall-clock time of the driver's epoch ([`vrrp::Time::ZERO`]).
+    epoch: SystemTime,
     thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -196,9 +204,9 @@ impl VrrpHandle {
             .cloned()
             .collect();
         let (cmd_tx, cmd_rx) = mpsc::channel::<Command>(4096);
-        let (followers, _) = broadcast::channel::<HostEvent>(1024);
-        let (started_tx, started_rx) = std::sync::mpsc::channel::<Result<(), String>>();
-        let followers_for_thread = followers.clone();
+        let journal = follow::Journal::new(follow::JOURNAL_EVENTS);
+        let (started_tx, started_rx) = std::sync::mpsc::channel::<Result<SystemTime, String>>();
+        let journal_for_thread = journal.clone();
         let cmd_for_readers = cmd_tx.clone();
         let thread = std::thread::Builder::new()
             .name("vrrp".into())
@@ -220,13 +228,13 @@ impl VrrpHandle {
                     scripts,
                     cmd_rx,
                     cmd_for_readers,
-                    followers_for_thread,
+                    journal_for_thread,
                     started_tx,
                 ));
             })
             .map_err(|e| VrrpStartError::Runtime(e.to_string()))?;
-        match started_rx.recv() {
-            Ok(Ok(())) => {}
+        let epoch = match started_rx.recv() {
+            Ok(Ok(epoch)) => epoch,
             Ok(Err(e)) => {
                 let _ = thread.join();
                 return Err(VrrpStartError::Runtime(e));
@@ -235,10 +243,11 @@ impl VrrpHandle {
                 let _ = thread.join();
                 return Err(VrrpStartError::Runtime("the vrrp thread died".into()));
             }
-        }
+        };
         Ok(Some(VrrpHandle {
             commands: cmd_tx,
-            followers,
+            journal,
+            epoch,
             thread: std::sync::Mutex::new(Some(thread)),
         }))
     }
@@ -253,9 +262,39 @@ impl VrrpHandle {
         rx.await.map_err(|_| "vrrp is not running".to_string())
     }
 
-    /// The ordered event stream from now on (`directorctl vrrp --follow`).
+    /// The raw event stream from now on: executed events, in order; a
+    /// receiver that falls behind gets `Lagged`. `directorctl vrrp
+    /// --follow` uses [`VrrpHandle::follow`] instead, which reports losses.
     pub fn subscribe(&self) -> broadcast::Receiver<HostEvent> {
-        self.followers.subscribe()
+        self.journal.live()
+    }
+
+    /// A follower's subscription (see [`follow`]): call
+    /// [`follow::Subscription::start_after`] once the starting snapshot
+    /// is taken.
+    pub fn follow(&self) -> follow::Subscription {
+        self.journal.subscribe()
+    }
+
+    /// Followers connected now.
+    pub fn followers(&self) -> usize {
+        self.journal.followers()
+    }
+
+    /// Wall-clock time of a driver [`vrrp::Time`]: the driver's clock is
+    /// monotonic milliseconds since its start, mapped through the wall
+    /// clock read at that start (a later clock step does not move it).
+    pub fn wall_clock(&self, t: vrrp::Time) -> SystemTime {
+        // Checked: a `Time` that far out is a bug, not a reason to panic.
+        self.epoch
+            .checked_add(Duration::from_millis(t.as_millis()))
+            .unwrap_or(self.epoch)
+    }
+
+    /// When the driver started: every counter of the snapshot counts from
+    /// then (RFC 6527 vrrpv3StatisticsRowDiscontinuityTime).
+    pub fn started_at(&self) -> SystemTime {
+        self.epoch
     }
 
     /// Releases: priority-0 adverts (RFC 5798 6.4.3 "Shutdown"), VIPs
@@ -269,6 +308,9 @@ impl VrrpHandle {
         if let Some(t) = thread {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
+        // The executor has published the releases: followers get them,
+        // then the end of their stream.
+        self.journal.close();
     }
 }
 
@@ -343,8 +385,8 @@ async fn run_thread(
     scripts: Vec<crate::config::VrrpScript>,
     commands: mpsc::Receiver<Command>,
     cmd_tx: mpsc::Sender<Command>,
-    followers: broadcast::Sender<HostEvent>,
-    started: std::sync::mpsc::Sender<Result<(), String>>,
+    journal: follow::Journal,
+    started: std::sync::mpsc::Sender<Result<SystemTime, String>>,
 ) {
     // Everything that can fail for want of a socket or privilege fails
     // here, before the driver starts.
@@ -409,6 +451,9 @@ async fn run_thread(
         .iter()
         .map(|s| Arc::new(SocketSink(s.clone())) as Arc<dyn AdvertSink>)
         .collect();
+    // The driver's clock starts in `Driver::new`; this is its wall-clock
+    // reading for followers and metrics (to the millisecond).
+    let epoch = SystemTime::now();
     let driver = match Driver::new(prepared.specs, prepared.groups, sinks, events_tx) {
         Ok(d) => d,
         Err(e) => {
@@ -449,10 +494,10 @@ async fn run_thread(
         prepared.vips,
         notify,
         notify_tx,
-        followers,
+        journal,
     ));
     start_tracking(tracker, scripts, cmd_tx.clone());
-    let _ = started.send(Ok(()));
+    let _ = started.send(Ok(epoch));
     driver.run(commands).await;
     // The driver dropped its event sender: the executor finishes the
     // queue (the releases of a shutdown) and ends.
@@ -466,93 +511,99 @@ async fn execute(
     vips: BTreeMap<String, (u32, BTreeMap<IpAddr, u8>)>,
     notify: BTreeMap<String, NotifyArgs>,
     notify_tx: mpsc::UnboundedSender<Vec<String>>,
-    followers: broadcast::Sender<HostEvent>,
+    journal: follow::Journal,
 ) {
     use rtnl::Addresses;
     while let Some(ev) = events.recv().await {
-        let Some((index, prefixes)) = vips.get(&ev.instance) else {
-            continue;
-        };
-        let index = *index;
-        // The configured prefix length (the machine only names configured
-        // VIPs; a host route otherwise).
-        let prefix_of = |a: &IpAddr| {
-            prefixes
-                .get(a)
-                .copied()
-                .unwrap_or(if a.is_ipv4() { 32 } else { 128 })
-        };
-        match &ev.action {
-            Action::AddVips {
-                addresses: list, ..
-            } => {
-                for a in list {
-                    let prefix = prefix_of(a);
-                    match addresses.add(index, *a, prefix) {
-                        Ok(()) => {
-                            info!(event = "vip_added", instance = %ev.instance, address = %a, prefix)
-                        }
-                        Err(e) => {
-                            warn!(event = "vip_add_failed", instance = %ev.instance, address = %a, error = %e)
-                        }
-                    }
-                }
-            }
-            Action::RemoveVips { addresses: list } => {
-                for a in list {
-                    let prefix = prefix_of(a);
-                    match addresses.delete(index, *a, prefix) {
-                        Ok(()) => {
-                            info!(event = "vip_removed", instance = %ev.instance, address = %a)
-                        }
-                        Err(e) => {
-                            warn!(event = "vip_remove_failed", instance = %ev.instance, address = %a, error = %e)
-                        }
-                    }
-                }
-            }
-            Action::SendGratuitous {
-                addresses: list,
-                repeat,
-            } => {
-                if let Some(ann) = announcers.get(&ev.interface) {
-                    for _ in 0..*repeat {
-                        for a in list {
-                            if let Err(e) = ann.announce(*a) {
-                                warn!(event = "gratuitous_failed", instance = %ev.instance, address = %a, error = %e);
+        'execute: {
+            // prepare() made this table and the driver's instances from
+            // the same config; should one be missing, the event is not
+            // executed but still reaches the followers (no gap in `seq`).
+            let Some((index, prefixes)) = vips.get(&ev.instance) else {
+                warn!(event = "vrrp_event_for_unknown_instance", instance = %ev.instance, seq = ev.seq);
+                break 'execute;
+            };
+            let index = *index;
+            // The configured prefix length (the machine only names configured
+            // VIPs; a host route otherwise).
+            let prefix_of = |a: &IpAddr| {
+                prefixes
+                    .get(a)
+                    .copied()
+                    .unwrap_or(if a.is_ipv4() { 32 } else { 128 })
+            };
+            match &ev.action {
+                Action::AddVips {
+                    addresses: list, ..
+                } => {
+                    for a in list {
+                        let prefix = prefix_of(a);
+                        match addresses.add(index, *a, prefix) {
+                            Ok(()) => {
+                                info!(event = "vip_added", instance = %ev.instance, address = %a, prefix)
+                            }
+                            Err(e) => {
+                                warn!(event = "vip_add_failed", instance = %ev.instance, address = %a, error = %e)
                             }
                         }
                     }
                 }
-            }
-            Action::StateChange { old, new, reason } => {
-                info!(
-                    event = "vrrp_state_change",
-                    instance = %ev.instance,
-                    old = %old,
-                    new = %new,
-                    reason = %reason,
-                    seq = ev.seq
-                );
-                if let Some(args) = notify.get(&ev.instance) {
-                    let stopping = matches!(reason, machine::Reason::Shutdown);
-                    for argv in notify_commands(args, &ev.instance, *new, stopping) {
-                        let _ = notify_tx.send(argv);
+                Action::RemoveVips { addresses: list } => {
+                    for a in list {
+                        let prefix = prefix_of(a);
+                        match addresses.delete(index, *a, prefix) {
+                            Ok(()) => {
+                                info!(event = "vip_removed", instance = %ev.instance, address = %a)
+                            }
+                            Err(e) => {
+                                warn!(event = "vip_remove_failed", instance = %ev.instance, address = %a, error = %e)
+                            }
+                        }
                     }
                 }
+                Action::SendGratuitous {
+                    addresses: list,
+                    repeat,
+                } => {
+                    if let Some(ann) = announcers.get(&ev.interface) {
+                        for _ in 0..*repeat {
+                            for a in list {
+                                if let Err(e) = ann.announce(*a) {
+                                    warn!(event = "gratuitous_failed", instance = %ev.instance, address = %a, error = %e);
+                                }
+                            }
+                        }
+                    }
+                }
+                Action::StateChange { old, new, reason } => {
+                    info!(
+                        event = "vrrp_state_change",
+                        instance = %ev.instance,
+                        old = %old,
+                        new = %new,
+                        reason = %reason,
+                        seq = ev.seq
+                    );
+                    if let Some(args) = notify.get(&ev.instance) {
+                        let stopping = matches!(reason, machine::Reason::Shutdown);
+                        for argv in notify_commands(args, &ev.instance, *new, stopping) {
+                            let _ = notify_tx.send(argv);
+                        }
+                    }
+                }
+                Action::Anomaly {
+                    from,
+                    anomaly,
+                    discarded,
+                } => {
+                    tracing::debug!(event = "vrrp_anomaly", instance = %ev.instance, from = %from, anomaly = ?anomaly, discarded);
+                }
+                Action::SendAdvert { .. } => {}
             }
-            Action::Anomaly {
-                from,
-                anomaly,
-                discarded,
-            } => {
-                tracing::debug!(event = "vrrp_anomaly", instance = %ev.instance, from = %from, anomaly = ?anomaly, discarded);
-            }
-            Action::SendAdvert { .. } => {}
         }
-        // Followers that fell behind lose events; the sequence numbers
-        // tell them so.
-        let _ = followers.send(ev);
+        // After execution: a follower reading "VIPs added" can rely on
+        // them being there. Slow followers are overtaken, never waited for.
+        journal.publish(ev);
     }
 }
 

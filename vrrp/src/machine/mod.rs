@@ -617,7 +617,12 @@ impl Instance {
                     DecodeError::BadType(_) => &mut self.stats.invalid_type,
                     DecodeError::BadChecksum { .. } => &mut self.stats.checksum_errors,
                     DecodeError::NoAddresses => &mut self.stats.address_list_errors,
-                    DecodeError::BadAuthType(_) => &mut self.stats.auth_errors,
+                    DecodeError::BadAuthType(_) => {
+                        // RFC 2787 vrrpStatsInvalidAuthType, also in the
+                        // auth_errors sum.
+                        self.stats.auth_errors += 1;
+                        &mut self.stats.invalid_auth_type
+                    }
                     // Not for a VRID configured here: the driver mixed
                     // families.
                     DecodeError::FamilyMismatch => &mut self.stats.vrid_errors,
@@ -647,6 +652,7 @@ impl Instance {
             let ours = self.config.auth.to_wire();
             if auth.kind != ours.kind {
                 self.stats.auth_errors += 1;
+                self.stats.auth_type_mismatch += 1;
                 let auth_type = auth.kind.code();
                 self.anomaly(from, Anomaly::AuthTypeMismatch { auth_type }, true, out);
                 return;
@@ -655,6 +661,7 @@ impl Instance {
             // Type".
             if auth.kind == AuthType::SimpleText && auth.data != ours.data {
                 self.stats.auth_errors += 1;
+                self.stats.auth_failures += 1;
                 self.anomaly(from, Anomaly::AuthFailure, true, out);
                 return;
             }

@@ -922,6 +922,85 @@ fn unicast_adverts_go_to_every_peer() {
     assert_eq!(dst, Some(vec![ip("10.0.0.9"), ip("10.0.0.10")]));
 }
 
+#[test]
+fn rfc2787_auth_errors_are_counted_by_kind() {
+    // RFC 2787 (VRRPv2 MIB) keeps three counters where RFC 6527 has none:
+    // vrrpStatsAuthTypeMismatch, vrrpStatsInvalidAuthType and
+    // vrrpStatsAuthFailures; `auth_errors` is their sum.
+    let mut pass = v2_config(100);
+    pass.auth = V2Auth::SimpleText("secret".into());
+    let mut wrong_pass = Rx::v2("10.0.0.9", 200);
+    wrong_pass.advert.version = Version::V2 {
+        advert_int: 1,
+        auth: Auth::simple_text(b"guess"),
+    };
+    let mut invalid_type = encode(
+        &Rx::v2("10.0.0.9", 200).advert,
+        ip("10.0.0.9"),
+        IpAddr::V4(MULTICAST_V4),
+    )
+    .unwrap();
+    // RFC 3768 5.3.6: Auth Type is octet 4; 3 is undefined.
+    invalid_type[4] = 3;
+    let mut m = started(pass);
+    // A known type that is not ours (none instead of simple text).
+    m.handle(t(1), Rx::v2("10.0.0.9", 200).input());
+    m.handle(t(2), wrong_pass.input());
+    m.handle(t(3), wrong_pass.input());
+    m.handle(
+        t(4),
+        Input::Packet(RxPacket {
+            src: ip("10.0.0.9"),
+            dst: IpAddr::V4(MULTICAST_V4),
+            ttl: 255,
+            payload: invalid_type,
+        }),
+    );
+    let s = m.stats();
+    assert_eq!(
+        (s.auth_type_mismatch, s.auth_failures, s.invalid_auth_type),
+        (1, 2, 1)
+    );
+    assert_eq!(s.auth_errors, 4);
+    assert_eq!(s.adverts_rx, 0);
+}
+
+#[test]
+fn rfc6527_statistics_follow_a_takeover_and_a_release() {
+    // One life: backup hears a master (vrrpv3StatisticsRcvdAdvertisements),
+    // the master leaves with priority 0
+    // (vrrpv3StatisticsRcvdPriZeroPackets, still an advertisement
+    // received), we take over after Skew_Time
+    // (vrrpv3StatisticsMasterTransitions), advertise, then shut down with
+    // priority 0 (vrrpv3StatisticsSentPriZeroPackets).
+    let mut c = config(100);
+    c.garp.master_delay = Duration::ZERO;
+    let mut m = started(c);
+    m.handle(t(100), Rx::v3("10.0.0.9", 200).input());
+    m.handle(t(1100), Rx::v3("10.0.0.9", 200).input());
+    m.handle(t(2100), Rx::v3("10.0.0.9", 0).input());
+    let s = *m.stats();
+    assert_eq!((s.adverts_rx, s.priority_zero_rx), (3, 1));
+    assert_eq!((s.became_master, s.adverts_tx), (0, 0));
+    let at = run_until(&mut m, State::Master);
+    // RFC 5798 6.4.2: Skew_Time after the priority-0 advert.
+    assert_eq!(at, t(2100) + m.skew_time());
+    assert_eq!(m.stats().became_master, 1);
+    assert_eq!(m.stats().adverts_tx, 1, "the takeover advert");
+    // Adver_Timer: one more advert a second later.
+    let d = m.next_deadline().unwrap();
+    m.handle(d, Input::Timer);
+    assert_eq!(m.stats().adverts_tx, 2);
+    m.handle(d + Duration::from_millis(10), Input::Shutdown);
+    let s = *m.stats();
+    assert_eq!(
+        (s.adverts_tx, s.priority_zero_tx, s.released_master),
+        (3, 1, 1)
+    );
+    // Our own sends are not receptions.
+    assert_eq!((s.adverts_rx, s.priority_zero_rx), (3, 1));
+}
+
 // ---- status, serde, config ----------------------------------------------
 
 #[test]

@@ -284,8 +284,19 @@ pub struct Stats {
     pub address_list_errors: u64,
     /// v2 auth type mismatch, unknown auth type or wrong password (RFC 2787
     /// vrrpStatsAuthTypeMismatch + vrrpStatsInvalidAuthType +
-    /// vrrpStatsAuthFailures).
+    /// vrrpStatsAuthFailures): the sum of the three below.
     pub auth_errors: u64,
+    /// RFC 2787 vrrpStatsAuthTypeMismatch: a known Auth Type other than the
+    /// one configured. `serde(default)`: snapshots of older daemons lack it.
+    #[serde(default)]
+    pub auth_type_mismatch: u64,
+    /// RFC 2787 vrrpStatsInvalidAuthType: an Auth Type RFC 2338 does not
+    /// define (3..=255).
+    #[serde(default)]
+    pub invalid_auth_type: u64,
+    /// RFC 2787 vrrpStatsAuthFailures: the simple text password differs.
+    #[serde(default)]
+    pub auth_failures: u64,
     /// vrrpv3StatisticsPacketLengthErrors.
     pub packet_length_errors: u64,
     /// vrrpv3StatisticsRcvdInvalidTypePackets.
