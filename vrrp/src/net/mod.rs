@@ -78,8 +78,11 @@
 //! - `bind` to the source address (the link-local one, RFC 5798 5.1.2.1,
 //!   with the interface as scope): adverts leave from it. A bound IPv6 raw
 //!   socket still receives the groups it joined (`raw_v6_match()` in
-//!   net/ipv6/raw.c). Binding a tentative address (DAD not finished) fails
-//!   with `EADDRNOTAVAIL`: the driver retries.
+//!   net/ipv6/raw.c). `IPV6_FREEBIND` first: the link-local address is
+//!   tentative while duplicate address detection runs (RFC 4862 5.4, about
+//!   a second after the link comes up), and a raw socket may not bind a
+//!   tentative address without it (`EADDRNOTAVAIL`), so a daemon started
+//!   right after boot would fail.
 //! - `IPV6_RECVPKTINFO` and `IPV6_RECVHOPLIMIT` (RFC 3542 6.1 / 6.3): an
 //!   `AF_INET6` raw socket never delivers the IPv6 header (RFC 3542 3), yet
 //!   the receiver needs the destination (the v3 checksum covers the
@@ -98,9 +101,10 @@
 //! - `socket(AF_INET6, SOCK_RAW, IPPROTO_ICMPV6)`, `SO_BINDTODEVICE`, hop
 //!   limits 255 (RFC 4861 7.1.2 drops NDs with any other), multicast loop
 //!   off, a drop-everything socket filter (`SO_ATTACH_FILTER`, `ret #0`)
-//!   since it only sends; the source (link-local) is set per message with
-//!   `IPV6_PKTINFO`, so a tentative link-local fails the NA, not `open`.
-//!   The kernel fills in the ICMPv6 checksum (RFC 3542 3.1).
+//!   since it only sends; the source, the announced address itself (see
+//!   `announce.rs`: never the possibly tentative link-local), is set per
+//!   message with `IPV6_PKTINFO`. The kernel fills in the ICMPv6 checksum
+//!   (RFC 3542 3.1).
 
 mod announce;
 mod iface;

@@ -215,8 +215,20 @@ fn open_v6(
     }
     // A bound IPv6 raw socket still receives the groups it joined
     // (raw_v6_match() in net/ipv6/raw.c checks inet6_mc_check()), unlike
-    // IPv4. Link-local needs its scope; a tentative address (DAD running)
-    // fails with EADDRNOTAVAIL.
+    // IPv4. Link-local needs its scope.
+    //
+    // IPV6_FREEBIND: the link-local address is tentative for
+    // DupAddrDetectTransmits x RetransTimer after the link comes up (RFC
+    // 4862 5.4; 1 s by default), and binding a tentative address fails
+    // with EADDRNOTAVAIL (rawv6_bind() -> ipv6_chk_addr() in
+    // net/ipv6/raw.c) unless the socket may bind non-local addresses. A
+    // daemon started at boot right after its link came up would then not
+    // start at all. The kernel sends from a bound tentative address (a
+    // socket bound before a link flap keeps sending while DAD re-runs),
+    // so adverts flow during DAD either way; a link-local derived from the
+    // MAC only fails DAD on a MAC collision. The address must still exist:
+    // `interface` found it.
+    sock.set_freebind_v6(true)?;
     let scope = if src.is_unicast_link_local() {
         iface.index
     } else {
