@@ -157,11 +157,14 @@ impl Incoming {
 #[serde(tag = "error", rename_all = "snake_case")]
 pub enum RecvError {
     /// The IPv4 header around the message is malformed.
-    #[error("malformed IPv4 header: {0}")]
-    Framing(#[from] FramingError),
+    #[error("malformed IPv4 header: {framing}")]
+    Framing {
+        #[from]
+        framing: FramingError,
+    },
     /// Longer than any valid VRRP message (the buffer size given).
-    #[error("datagram longer than {0} bytes")]
-    TooLong(usize),
+    #[error("datagram longer than {limit} bytes")]
+    TooLong { limit: usize },
     /// An IPv6 datagram arrived without its source address (`msg_name`).
     #[error("IPv6 datagram without a source address")]
     MissingSource,
@@ -174,8 +177,8 @@ pub enum RecvError {
     #[error("IPv6 datagram without IPV6_HOPLIMIT")]
     MissingHopLimit,
     /// An `IPV6_HOPLIMIT` outside 0..=255.
-    #[error("IPv6 hop limit {0} out of range")]
-    BadHopLimit(i32),
+    #[error("IPv6 hop limit {hop_limit} out of range")]
+    BadHopLimit { hop_limit: i32 },
 }
 
 impl RecvError {
@@ -187,5 +190,28 @@ impl RecvError {
 
     fn into_io(self) -> io::Error {
         io::Error::new(io::ErrorKind::InvalidData, self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recv_errors_round_trip_through_json() {
+        for e in [
+            RecvError::Framing {
+                framing: FramingError::NotIpv4 { version: 6 },
+            },
+            RecvError::TooLong { limit: 4160 },
+            RecvError::MissingSource,
+            RecvError::MissingPktInfo,
+            RecvError::MissingHopLimit,
+            RecvError::BadHopLimit { hop_limit: 256 },
+        ] {
+            let json = serde_json::to_string(&e).unwrap_or_else(|err| panic!("{e:?}: {err}"));
+            let back: RecvError = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, e, "{json}");
+        }
     }
 }

@@ -242,7 +242,7 @@ fn open_v6(
 /// (RFC 791 3.1) and the VRRP message.
 fn incoming_v4(buf: &[u8], got: sys::Received) -> Result<Incoming, RecvError> {
     if got.truncated {
-        return Err(RecvError::TooLong(buf.len()));
+        return Err(RecvError::TooLong { limit: buf.len() });
     }
     let (header, payload) = codec::parse_ipv4(&buf[..got.len.min(buf.len())])?;
     Ok(Incoming {
@@ -258,12 +258,12 @@ fn incoming_v4(buf: &[u8], got: sys::Received) -> Result<Incoming, RecvError> {
 /// messages.
 fn incoming_v6(payload: Vec<u8>, got: sys::Received) -> Result<Incoming, RecvError> {
     if got.truncated {
-        return Err(RecvError::TooLong(RECV_BUF));
+        return Err(RecvError::TooLong { limit: RECV_BUF });
     }
     let src = got.src.ok_or(RecvError::MissingSource)?;
     let dst = got.dst.ok_or(RecvError::MissingPktInfo)?;
     let hop = got.hop_limit.ok_or(RecvError::MissingHopLimit)?;
-    let hop = u8::try_from(hop).map_err(|_| RecvError::BadHopLimit(hop))?;
+    let hop = u8::try_from(hop).map_err(|_| RecvError::BadHopLimit { hop_limit: hop })?;
     Ok(Incoming {
         src: IpAddr::V6(src),
         dst: IpAddr::V6(dst),
@@ -315,22 +315,24 @@ mod tests {
             ][..],
         ] {
             let e = incoming_v4(b, got(b.len())).unwrap_err();
-            assert!(matches!(e, RecvError::Framing(_)), "{e:?}");
+            assert!(matches!(e, RecvError::Framing { .. }), "{e:?}");
         }
         let e = incoming_v4(&[0x46; 20], got(20)).unwrap_err();
         assert!(matches!(
             e,
-            RecvError::Framing(FramingError::BadTotalLength { .. })
+            RecvError::Framing {
+                framing: FramingError::BadTotalLength { .. }
+            }
         ));
         let mut t = got(10);
         t.truncated = true;
         assert!(matches!(
             incoming_v4(&[0; 10], t).unwrap_err(),
-            RecvError::TooLong(_)
+            RecvError::TooLong { .. }
         ));
-        let io = RecvError::TooLong(1).into_io();
+        let io = RecvError::TooLong { limit: 1 }.into_io();
         assert_eq!(io.kind(), io::ErrorKind::InvalidData);
-        assert_eq!(RecvError::of(&io), Some(&RecvError::TooLong(1)));
+        assert_eq!(RecvError::of(&io), Some(&RecvError::TooLong { limit: 1 }));
     }
 
     #[test]
@@ -364,7 +366,7 @@ mod tests {
         r.hop_limit = Some(256);
         assert_eq!(
             incoming_v6(vec![], r).unwrap_err(),
-            RecvError::BadHopLimit(256)
+            RecvError::BadHopLimit { hop_limit: 256 }
         );
     }
 }
