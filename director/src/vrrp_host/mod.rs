@@ -34,6 +34,7 @@ use vrrp::driver::{AdvertSink, Command, Driver, GroupSpec, HostEvent, InstanceSp
 use vrrp::machine::{self, Action, State};
 use vrrp::net::{Announcer, Interface, VrrpSocket};
 
+pub mod anomaly;
 pub mod track;
 
 /// Why VRRP could not start.
@@ -469,6 +470,7 @@ async fn execute(
     followers: broadcast::Sender<HostEvent>,
 ) {
     use rtnl::Addresses;
+    let mut anomalies = anomaly::AnomalyLog::default();
     while let Some(ev) = events.recv().await {
         let Some((index, prefixes)) = vips.get(&ev.instance) else {
             continue;
@@ -546,7 +548,16 @@ async fn execute(
                 anomaly,
                 discarded,
             } => {
-                tracing::debug!(event = "vrrp_anomaly", instance = %ev.instance, from = %from, anomaly = ?anomaly, discarded);
+                // RFC 5798 7.1 / RFC 3768 7.1: "SHOULD log the event";
+                // rate-limited per sender and kind (see anomaly.rs).
+                match anomalies.admit(&ev.instance, *from, anomaly, ev.at) {
+                    Some(suppressed) => {
+                        warn!(event = "vrrp_anomaly", instance = %ev.instance, from = %from, kind = anomaly.as_str(), anomaly = ?anomaly, discarded, suppressed)
+                    }
+                    None => {
+                        tracing::debug!(event = "vrrp_anomaly", instance = %ev.instance, from = %from, kind = anomaly.as_str(), anomaly = ?anomaly, discarded)
+                    }
+                }
             }
             Action::SendAdvert { .. } => {}
         }
