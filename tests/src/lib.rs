@@ -14,11 +14,15 @@
 //!   `tests/netns_harness.rs` tests the harness itself.
 //! - `src/keepalived.rs`: keepalived in one of those namespaces, the peer of
 //!   the VRRP interop tests and the yardstick of the takeover benchmark.
+//! - `src/vrrp.rs`: helpers of the VRRP tests (`tests/vrrp_*.rs`): instance
+//!   state from `directorctl vrrp --json`, addresses in a namespace,
+//!   tcpdump captures.
 //! - this file: helpers to run the real `director`/`directorctl`/`ipvsadm`
 //!   binaries as a user would.
 
 pub mod keepalived;
 pub mod netns;
+pub mod vrrp;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

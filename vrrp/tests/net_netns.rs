@@ -404,8 +404,10 @@ fn icmpv6_checksum(src: Ipv6Addr, dst: Ipv6Addr, msg: &[u8]) -> u16 {
 fn unsolicited_na_is_seen_in_b_and_overrides_b_neighbour_entry() {
     let link = Link::new();
     let ia = link.iface_a();
-    let lla = ia.ipv6_link_local.unwrap();
     let vip: Ipv6Addr = "2001:db8::100".parse().unwrap();
+    // The host adds the VIP (without DAD) before announcing it.
+    link.a
+        .ip(&["addr", "add", "2001:db8::100/128", "dev", "va", "nodad"]);
     // RFC 4861 7.2.5: an unsolicited NA updates an existing entry (and
     // Override replaces its link-layer address); it creates none.
     link.b.ip(&[
@@ -433,7 +435,7 @@ fn unsolicited_na_is_seen_in_b_and_overrides_b_neighbour_entry() {
     assert_eq!(ip[7], 255, "hop limit (RFC 4861 7.1.2)");
     let src = Ipv6Addr::from(<[u8; 16]>::try_from(&ip[8..24]).unwrap());
     let dst = Ipv6Addr::from(<[u8; 16]>::try_from(&ip[24..40]).unwrap());
-    assert_eq!(src, lla, "source: A's link-local");
+    assert_eq!(src, vip, "source: the announced address itself");
     assert_eq!(dst, "ff02::1".parse::<Ipv6Addr>().unwrap());
     let na = &f[54..86];
     assert_eq!(na[1], 0, "code");
@@ -463,13 +465,60 @@ fn unsolicited_na_is_seen_in_b_and_overrides_b_neighbour_entry() {
 }
 
 #[test]
-fn announcing_ipv6_without_a_link_local_address_is_an_error() {
+fn announcing_an_ipv6_address_the_interface_does_not_hold_is_an_error() {
     let link = Link::new();
-    let mut ia = link.iface_a();
-    ia.ipv6_link_local = None;
+    let ia = link.iface_a();
     let ann = link.a.enter(|| Announcer::open(&ia)).unwrap();
+    // The NA's source is the address itself (RFC 4861 4.4: assigned to
+    // the interface); the kernel refuses any other.
     let e = ann.announce("2001:db8::100".parse().unwrap()).unwrap_err();
-    assert_eq!(e.kind(), std::io::ErrorKind::AddrNotAvailable);
+    assert_eq!(e.raw_os_error(), Some(libc::EINVAL), "{e}");
+}
+
+/// Duplicate address detection on A's link-local (3 probes, 1 s apart:
+/// tentative for 3 s, RFC 4862 5.4), as after a link flap or at boot: the
+/// VRRP socket opens on the tentative link-local and its adverts reach B,
+/// and a nodad VIP is announced, all before DAD ends.
+#[tokio::test]
+async fn socket_and_announcer_work_while_the_link_local_is_tentative() {
+    let link = Link::new();
+    link.a.sysctl(&[
+        "net.ipv6.conf.va.accept_dad=1",
+        "net.ipv6.conf.va.dad_transmits=3",
+    ]);
+    link.a.ip(&["link", "set", "va", "down"]);
+    link.a.ip(&["link", "set", "va", "up"]);
+    link.wait_ready();
+    let tentative = || {
+        link.a
+            .ip(&["-6", "addr", "show", "dev", "va", "scope", "link"])
+            .contains("tentative")
+    };
+    assert!(tentative(), "DAD is not running");
+    let (ia, ib) = (link.iface_a(), link.iface_b());
+    let lla = IpAddr::V6(ia.ipv6_link_local.unwrap());
+    let llb = IpAddr::V6(ib.ipv6_link_local.unwrap());
+    let a = open(&link.a, &ia, lla, true);
+    let b = open(&link.b, &ib, llb, true);
+    let dst = IpAddr::V6(MULTICAST_V6);
+    let bytes = codec::encode(
+        &advert(7, 200, &["2001:db8::100".parse().unwrap()]),
+        lla,
+        dst,
+    )
+    .unwrap();
+    a.send(&bytes, dst).await.unwrap();
+    let got = recv(&b).await;
+    assert_eq!(got.src, lla);
+
+    link.a
+        .ip(&["addr", "add", "2001:db8::100/128", "dev", "va", "nodad"]);
+    let ann = link.a.enter(|| Announcer::open(&ia)).unwrap();
+    ann.announce("2001:db8::100".parse().unwrap()).unwrap();
+    assert!(
+        tentative(),
+        "DAD ended before the checks: the test proved nothing"
+    );
 }
 
 #[test]

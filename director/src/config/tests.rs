@@ -989,6 +989,40 @@ fn sync_group_unknown_instance() {
     );
 }
 
+/// `vrrp()` with tracking on VI_1 (lines 9-10), a second instance VI_2
+/// (lines 11-17), two scripts (18-25) and a group of `members` (26-28).
+fn group_with_weights(members: &str) -> String {
+    vrrp(&format!(
+        "track_interfaces = [{{ name = \"eth0\", weight = -60 }}, {{ name = \"eth2\" }}]\n\
+         track_scripts = [{{ name = \"chk\" }}, {{ name = \"ok\", weight = 0 }}]\n\
+         [[vrrp_instance]]\nname = \"VI_2\"\ninterface = \"eth2\"\nvrid = 52\npriority = 150\n\
+         virtual_ipaddresses = [\"192.0.2.101/32\"]\ntrack_scripts = [{{ name = \"ok\", weight = 10 }}]\n\
+         [[vrrp_script]]\nname = \"chk\"\nscript = [\"/bin/true\"]\nweight = -20\n\
+         [[vrrp_script]]\nname = \"ok\"\nscript = [\"/bin/true\"]\nweight = 5\n\
+         [[sync_group]]\nname = \"G1\"\ninstances = [{members}]\n"
+    ))
+}
+
+#[test]
+fn sync_group_members_take_no_tracking_weights() {
+    let why = "a member of sync_group \"G1\": a weight moves one member's priority alone and the group then \
+               flaps between the boxes (keepalived ignores such weights); use weight 0 (the default), so that a \
+               failure faults the whole group and the peer takes over every member";
+    assert_eq!(
+        errors(&group_with_weights("\"VI_1\", \"VI_2\"")),
+        format!(
+            "t.toml:9:47: weight -60 of track_interfaces \"eth0\" in vrrp_instance \"VI_1\", {why}\n\
+             t.toml:10:27: vrrp_script \"chk\" has weight -20 (line 21), tracked by vrrp_instance \"VI_1\", \
+             {why}; or give it weight = 0 here\n\
+             t.toml:17:42: weight 10 of track_scripts \"ok\" in vrrp_instance \"VI_2\", {why}"
+        )
+    );
+    // Weight 0 (faults) is what a group member takes; a group of one
+    // cannot split.
+    let c = ok(&group_with_weights("\"VI_1\""));
+    assert_eq!(c.vrrp_instances[0].track_interfaces[0].weight, -60);
+}
+
 #[test]
 fn sync_group_instance_twice() {
     assert_eq!(

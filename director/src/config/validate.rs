@@ -453,6 +453,12 @@ pub(crate) fn validate(
         raw.sync_group.as_deref().unwrap_or(&[]),
         raw.vrrp_instance.as_deref().unwrap_or(&[]),
     );
+    sync_group_weights(
+        &mut cx,
+        &sync_groups,
+        raw.vrrp_instance.as_deref().unwrap_or(&[]),
+        raw.vrrp_script.as_deref().unwrap_or(&[]),
+    );
     let virtual_servers = virtual_servers(&mut cx, raw.virtual_server.as_deref().unwrap_or(&[]));
     let snat = snats(&mut cx, raw.snat.as_deref().unwrap_or(&[]));
     let ctsync = raw.ctsync.as_ref().and_then(|c| ctsync(&mut cx, c));
@@ -1140,6 +1146,64 @@ fn sync_groups(
         }
     }
     out
+}
+
+/// No tracking weights on the members of a sync group (of two or more).
+///
+/// A weight moves the priority of one member; the members' VRIDs are
+/// elected one by one on the wire, so the peer wins that member alone, its
+/// group drags its other members to master, ours drags ours to backup, and
+/// our higher-priority members preempt them back: the whole group flaps
+/// between the boxes every few adverts (seen in the netns tests, and why
+/// keepalived ignores such weights unless told `sync_group_tracking_weight`,
+/// "this probably WON'T WORK"). A weight of 0 faults the member, and with
+/// it the group (crate::vrrp_host and vrrp::group): the peer takes over
+/// every member at once.
+fn sync_group_weights(
+    cx: &mut Ctx<'_>,
+    groups: &[SyncGroup],
+    instances: &[S<RawVrrp>],
+    scripts: &[S<RawVrrpScript>],
+) {
+    let named = |v: &Opt<String>, want: &str| v.as_ref().is_some_and(|n| n.get_ref() == want);
+    for g in groups.iter().filter(|g| g.instances.len() > 1) {
+        let why = format!("a member of sync_group \"{}\": a weight moves one member's priority alone and the group then flaps between the boxes (keepalived ignores such weights); use weight 0 (the default), so that a failure faults the whole group and the peer takes over every member", g.name);
+        for member in &g.instances {
+            let Some(inst) = instances.iter().find(|i| named(&i.get_ref().name, member)) else {
+                continue;
+            };
+            let r = inst.get_ref();
+            for t in r.track_interfaces.iter().flat_map(|l| l.get_ref()) {
+                let t = t.get_ref();
+                if let Some(w) = t.weight.as_ref().filter(|w| *w.get_ref() != 0) {
+                    let name = t.name.as_ref().map(|n| n.get_ref().as_str()).unwrap_or("");
+                    cx.err(w.span(), format!("weight {} of track_interfaces \"{name}\" in vrrp_instance \"{member}\", {why}", w.get_ref()));
+                }
+            }
+            for t in r.track_scripts.iter().flat_map(|l| l.get_ref()) {
+                let t = t.get_ref();
+                let Some(name) = &t.name else { continue };
+                let script = name.get_ref();
+                match &t.weight {
+                    Some(w) if *w.get_ref() != 0 => {
+                        cx.err(w.span(), format!("weight {} of track_scripts \"{script}\" in vrrp_instance \"{member}\", {why}", w.get_ref()));
+                    }
+                    Some(_) => {}
+                    None => {
+                        let default = scripts
+                            .iter()
+                            .find(|s| named(&s.get_ref().name, script))
+                            .and_then(|s| s.get_ref().weight.as_ref())
+                            .filter(|w| *w.get_ref() != 0);
+                        if let Some(w) = default {
+                            let line = cx.line(&w.span());
+                            cx.err(name.span(), format!("vrrp_script \"{script}\" has weight {} (line {line}), tracked by vrrp_instance \"{member}\", {why}; or give it weight = 0 here", w.get_ref()));
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn tunnel(cx: &mut Ctx<'_>, t: &S<RawTunnel>) -> Option<Tunnel> {

@@ -39,7 +39,9 @@ use vrrp::driver::{AdvertSink, Command, Driver, GroupSpec, HostEvent, InstanceSp
 use vrrp::machine::{self, Action, State};
 use vrrp::net::{Announcer, Interface, VrrpSocket};
 
+pub mod anomaly;
 pub mod follow;
+mod hooks;
 pub mod track;
 
 /// Why VRRP could not start.
@@ -194,7 +196,7 @@ impl VrrpHandle {
             return Ok(None);
         }
         let prepared = prepare(config)?;
-        let notify = notify_table(config);
+        let hooks = hooks::Hooks::new(config);
         let tracker = track::Tracker::new(config);
         let tracked = tracker.scripts();
         let scripts: Vec<crate::config::VrrpScript> = config
@@ -223,7 +225,7 @@ impl VrrpHandle {
                 };
                 rt.block_on(run_thread(
                     prepared,
-                    notify,
+                    hooks,
                     tracker,
                     scripts,
                     cmd_rx,
@@ -324,6 +326,8 @@ struct NotifyArgs {
     stop: Option<Vec<String>>,
     generic: Option<Vec<String>>,
     priority: u8,
+    /// A sync group's hooks: the generic `notify` gets "GROUP".
+    group: bool,
 }
 
 fn notify_table(config: &Config) -> BTreeMap<String, NotifyArgs> {
@@ -340,6 +344,7 @@ fn notify_table(config: &Config) -> BTreeMap<String, NotifyArgs> {
                     stop: i.notify.stop.clone(),
                     generic: i.notify.generic.clone(),
                     priority: i.priority,
+                    group: false,
                 },
             )
         })
@@ -367,7 +372,7 @@ fn notify_commands(
     if let Some(argv) = &args.generic {
         let mut a = argv.clone();
         a.extend([
-            "INSTANCE".to_string(),
+            if args.group { "GROUP" } else { "INSTANCE" }.to_string(),
             instance.to_string(),
             word.to_string(),
             args.priority.to_string(),
@@ -380,7 +385,7 @@ fn notify_commands(
 #[allow(clippy::too_many_arguments)]
 async fn run_thread(
     prepared: Prepared,
-    notify: BTreeMap<String, NotifyArgs>,
+    hooks: hooks::Hooks,
     tracker: track::Tracker,
     scripts: Vec<crate::config::VrrpScript>,
     commands: mpsc::Receiver<Command>,
@@ -486,13 +491,13 @@ async fn run_thread(
         });
     }
     let (notify_tx, notify_rx) = mpsc::unbounded_channel::<Vec<String>>();
-    tokio::spawn(notify_runner(notify_rx));
+    let notifier = tokio::spawn(notify_runner(notify_rx));
     let executor = tokio::spawn(execute(
         events_rx,
         addresses,
         announcers,
         prepared.vips,
-        notify,
+        hooks,
         notify_tx,
         journal,
     ));
@@ -502,18 +507,30 @@ async fn run_thread(
     // The driver dropped its event sender: the executor finishes the
     // queue (the releases of a shutdown) and ends.
     let _ = executor.await;
+    // Its notify sender is gone with it: the runner works through what is
+    // queued (notify_stop of every instance and group) and ends. Without
+    // this wait the runtime, dropped when this returns, cancelled the
+    // runner and the stop hooks never ran. Bounded, so that a hanging hook
+    // cannot hold up the daemon's exit (systemd's stop timeout).
+    if tokio::time::timeout(NOTIFY_DRAIN, notifier).await.is_err() {
+        warn!(event = "notify_drain_timeout", after = ?NOTIFY_DRAIN);
+    }
 }
+
+/// How long a stopping daemon waits for its queued notify commands.
+const NOTIFY_DRAIN: Duration = Duration::from_secs(10);
 
 async fn execute(
     mut events: mpsc::UnboundedReceiver<HostEvent>,
     mut addresses: rtnl::RtnlSocket,
     announcers: BTreeMap<String, Announcer>,
     vips: BTreeMap<String, (u32, BTreeMap<IpAddr, u8>)>,
-    notify: BTreeMap<String, NotifyArgs>,
+    mut hooks: hooks::Hooks,
     notify_tx: mpsc::UnboundedSender<Vec<String>>,
     journal: follow::Journal,
 ) {
     use rtnl::Addresses;
+    let mut anomalies = anomaly::AnomalyLog::default();
     while let Some(ev) = events.recv().await {
         'execute: {
             // prepare() made this table and the driver's instances from
@@ -584,11 +601,9 @@ async fn execute(
                         reason = %reason,
                         seq = ev.seq
                     );
-                    if let Some(args) = notify.get(&ev.instance) {
-                        let stopping = matches!(reason, machine::Reason::Shutdown);
-                        for argv in notify_commands(args, &ev.instance, *new, stopping) {
-                            let _ = notify_tx.send(argv);
-                        }
+                    let stopping = matches!(reason, machine::Reason::Shutdown);
+                    for argv in hooks.state_change(&ev.instance, *new, stopping) {
+                        let _ = notify_tx.send(argv);
                     }
                 }
                 Action::Anomaly {
@@ -596,7 +611,16 @@ async fn execute(
                     anomaly,
                     discarded,
                 } => {
-                    tracing::debug!(event = "vrrp_anomaly", instance = %ev.instance, from = %from, anomaly = ?anomaly, discarded);
+                    // RFC 5798 7.1 / RFC 3768 7.1: "SHOULD log the event";
+                    // rate-limited per sender and kind (see anomaly.rs).
+                    match anomalies.admit(&ev.instance, *from, anomaly, ev.at) {
+                        Some(suppressed) => {
+                            warn!(event = "vrrp_anomaly", instance = %ev.instance, from = %from, kind = anomaly.as_str(), anomaly = ?anomaly, discarded, suppressed)
+                        }
+                        None => {
+                            tracing::debug!(event = "vrrp_anomaly", instance = %ev.instance, from = %from, kind = anomaly.as_str(), anomaly = ?anomaly, discarded)
+                        }
+                    }
                 }
                 Action::SendAdvert { .. } => {}
             }

@@ -152,7 +152,9 @@ impl Advert {
         dst: IpAddr,
     ) -> Result<Advert, DecodeError> {
         if packet.kind() != TYPE_ADVERTISEMENT {
-            return Err(DecodeError::BadType(packet.kind()));
+            return Err(DecodeError::BadType {
+                packet_type: packet.kind(),
+            });
         }
         // RFC 5798 5.2.5: "The minimum value is 1."
         if packet.count() == 0 {
@@ -161,7 +163,8 @@ impl Advert {
         let version = match packet.version() {
             2 => {
                 let code = packet.auth_type();
-                let kind = AuthType::from_code(code).ok_or(DecodeError::BadAuthType(code))?;
+                let kind = AuthType::from_code(code)
+                    .ok_or(DecodeError::BadAuthType { auth_type: code })?;
                 Version::V2 {
                     advert_int: packet.adver_int(),
                     auth: Auth {
@@ -173,7 +176,7 @@ impl Advert {
             3 => Version::V3 {
                 max_advert_int: packet.max_adver_int(),
             },
-            v => return Err(DecodeError::BadVersion(v)),
+            v => return Err(DecodeError::BadVersion { version: v }),
         };
         let computed = packet
             .compute_checksum(src, dst)
@@ -202,15 +205,19 @@ impl Advert {
             return Err(EncodeError::NoAddresses);
         }
         if self.addresses.len() > usize::from(u8::MAX) {
-            return Err(EncodeError::TooManyAddresses(self.addresses.len()));
+            return Err(EncodeError::TooManyAddresses {
+                count: self.addresses.len(),
+            });
         }
         if let Some(bad) = self.addresses.iter().find(|a| Family::of(**a) != family) {
-            return Err(EncodeError::AddressFamily(*bad));
+            return Err(EncodeError::AddressFamily { address: *bad });
         }
         match self.version {
             Version::V2 { .. } if family == Family::V6 => Err(EncodeError::V2OverIpv6),
             Version::V3 { max_advert_int } if max_advert_int > 0x0fff => {
-                Err(EncodeError::IntervalTooLong(max_advert_int))
+                Err(EncodeError::IntervalTooLong {
+                    centis: max_advert_int,
+                })
             }
             _ => Ok(family),
         }

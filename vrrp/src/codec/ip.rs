@@ -84,11 +84,11 @@ pub fn parse_ipv4(bytes: &[u8]) -> Result<(Ipv4Header, &[u8]), FramingError> {
     }
     let version = bytes[0] >> 4;
     if version != 4 {
-        return Err(FramingError::NotIpv4(version));
+        return Err(FramingError::NotIpv4 { version });
     }
     let header_len = usize::from(bytes[0] & 0x0f) * 4;
     if header_len < IPV4_MIN_HEADER {
-        return Err(FramingError::BadHeaderLength(header_len));
+        return Err(FramingError::BadHeaderLength { len: header_len });
     }
     let total_len = usize::from(u16::from_be_bytes([bytes[2], bytes[3]]));
     if total_len < header_len || total_len > bytes.len() {

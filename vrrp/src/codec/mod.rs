@@ -77,11 +77,11 @@ pub enum DecodeError {
     #[error("VRRP message length {got} does not match its address count (expected {expected})")]
     LengthMismatch { expected: usize, got: usize },
     /// Version nibble other than 2 or 3.
-    #[error("unknown VRRP version {0}")]
-    BadVersion(u8),
+    #[error("unknown VRRP version {version}")]
+    BadVersion { version: u8 },
     /// Type nibble other than 1 (ADVERTISEMENT).
-    #[error("unknown VRRP packet type {0}")]
-    BadType(u8),
+    #[error("unknown VRRP packet type {packet_type}")]
+    BadType { packet_type: u8 },
     /// Checksum field wrong (for v3 with this source/destination pair).
     #[error("bad VRRP checksum {received:#06x}, computed {computed:#06x}")]
     BadChecksum { received: u16, computed: u16 },
@@ -89,8 +89,8 @@ pub enum DecodeError {
     #[error("VRRP advertisement carries no address")]
     NoAddresses,
     /// v2 Auth Type other than 0, 1, 2.
-    #[error("unknown VRRPv2 auth type {0}")]
-    BadAuthType(u8),
+    #[error("unknown VRRPv2 auth type {auth_type}")]
+    BadAuthType { auth_type: u8 },
     /// A version 2 message over IPv6 (RFC 3768 is IPv4 only).
     #[error("VRRPv2 message over IPv6")]
     V2OverIpv6,
@@ -106,16 +106,16 @@ pub enum DecodeError {
 pub enum EncodeError {
     #[error("an advertisement needs at least one address")]
     NoAddresses,
-    #[error("{0} addresses do not fit the 8-bit count")]
-    TooManyAddresses(usize),
-    #[error("address {0} is not of the family of the source address")]
-    AddressFamily(IpAddr),
+    #[error("{count} addresses do not fit the 8-bit count")]
+    TooManyAddresses { count: usize },
+    #[error("address {address} is not of the family of the source address")]
+    AddressFamily { address: IpAddr },
     #[error("source and destination addresses of different families")]
     FamilyMismatch,
     #[error("VRRPv2 cannot be sent over IPv6")]
     V2OverIpv6,
-    #[error("max advert interval {0} centiseconds does not fit 12 bits")]
-    IntervalTooLong(u16),
+    #[error("max advert interval {centis} centiseconds does not fit 12 bits")]
+    IntervalTooLong { centis: u16 },
     #[error("buffer of {got} bytes for a message of {needed}")]
     BufferSize { needed: usize, got: usize },
 }
@@ -126,10 +126,10 @@ pub enum EncodeError {
 pub enum FramingError {
     #[error("truncated header: {got} bytes, need {needed}")]
     Truncated { needed: usize, got: usize },
-    #[error("IP version {0}, expected 4")]
-    NotIpv4(u8),
-    #[error("IPv4 header length {0} below 20")]
-    BadHeaderLength(usize),
+    #[error("IP version {version}, expected 4")]
+    NotIpv4 { version: u8 },
+    #[error("IPv4 header length {len} below 20")]
+    BadHeaderLength { len: usize },
     #[error("IPv4 total length {total_len} inconsistent with header length {header_len} and {got} bytes received")]
     BadTotalLength {
         total_len: usize,
@@ -140,4 +140,71 @@ pub enum FramingError {
     Fragment,
     #[error("AH length {len} inconsistent with {got} bytes of payload")]
     BadAhLength { len: usize, got: usize },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every variant of each error, through JSON and back. They travel in
+    /// `Action::Anomaly` (the host's event stream, recorded inputs and
+    /// outputs, DESIGN.md principle 5), so serialising must never fail:
+    /// an internally tagged enum (`tag = "error"`) cannot serialise a
+    /// tuple variant holding a number or a string, hence named fields.
+    fn round_trip<T>(all: &[T])
+    where
+        T: Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+    {
+        for e in all {
+            let json = serde_json::to_string(e).unwrap_or_else(|err| panic!("{e:?}: {err}"));
+            let back: T = serde_json::from_str(&json).unwrap_or_else(|err| panic!("{json}: {err}"));
+            assert_eq!(&back, e, "{json}");
+        }
+    }
+
+    #[test]
+    fn errors_round_trip_through_json() {
+        round_trip(&[
+            DecodeError::Truncated { needed: 8, got: 3 },
+            DecodeError::LengthMismatch {
+                expected: 12,
+                got: 16,
+            },
+            DecodeError::BadVersion { version: 4 },
+            DecodeError::BadType { packet_type: 2 },
+            DecodeError::BadChecksum {
+                received: 1,
+                computed: 2,
+            },
+            DecodeError::NoAddresses,
+            DecodeError::BadAuthType { auth_type: 3 },
+            DecodeError::V2OverIpv6,
+            DecodeError::FamilyMismatch,
+        ]);
+        round_trip(&[
+            EncodeError::NoAddresses,
+            EncodeError::TooManyAddresses { count: 256 },
+            EncodeError::AddressFamily {
+                address: "2001:db8::1".parse().unwrap(),
+            },
+            EncodeError::FamilyMismatch,
+            EncodeError::V2OverIpv6,
+            EncodeError::IntervalTooLong { centis: 5000 },
+            EncodeError::BufferSize { needed: 20, got: 8 },
+        ]);
+        round_trip(&[
+            FramingError::Truncated { needed: 20, got: 3 },
+            FramingError::NotIpv4 { version: 6 },
+            FramingError::BadHeaderLength { len: 16 },
+            FramingError::BadTotalLength {
+                total_len: 99,
+                header_len: 20,
+                got: 40,
+            },
+            FramingError::Fragment,
+            FramingError::BadAhLength { len: 9, got: 4 },
+        ]);
+        let json = serde_json::to_string(&DecodeError::BadType { packet_type: 2 }).unwrap();
+        assert_eq!(json, r#"{"error":"bad_type","packet_type":2}"#);
+    }
 }

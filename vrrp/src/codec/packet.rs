@@ -115,7 +115,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
             (2, Family::V6) => return Err(DecodeError::V2OverIpv6),
             (3, Family::V4) => HEADER_LEN + 4 * count,
             (3, Family::V6) => HEADER_LEN + 16 * count,
-            (v, _) => return Err(DecodeError::BadVersion(v)),
+            (v, _) => return Err(DecodeError::BadVersion { version: v }),
         };
         match data.len() {
             n if n < expected => Err(DecodeError::Truncated {

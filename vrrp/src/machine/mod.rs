@@ -611,13 +611,13 @@ impl Instance {
                     DecodeError::Truncated { .. } | DecodeError::LengthMismatch { .. } => {
                         &mut self.stats.packet_length_errors
                     }
-                    DecodeError::BadVersion(_) | DecodeError::V2OverIpv6 => {
+                    DecodeError::BadVersion { .. } | DecodeError::V2OverIpv6 => {
                         &mut self.stats.version_errors
                     }
-                    DecodeError::BadType(_) => &mut self.stats.invalid_type,
+                    DecodeError::BadType { .. } => &mut self.stats.invalid_type,
                     DecodeError::BadChecksum { .. } => &mut self.stats.checksum_errors,
                     DecodeError::NoAddresses => &mut self.stats.address_list_errors,
-                    DecodeError::BadAuthType(_) => {
+                    DecodeError::BadAuthType { .. } => {
                         // RFC 2787 vrrpStatsInvalidAuthType, also in the
                         // auth_errors sum.
                         self.stats.auth_errors += 1;

@@ -1111,3 +1111,23 @@ fn config_validation() {
     assert_eq!(v6.validate(), Err(ConfigError::V2OverIpv6));
     assert_eq!(config(100).validate(), Ok(()));
 }
+
+#[test]
+fn anomaly_names_are_their_serde_tags() {
+    let all = [
+        Anomaly::Ttl { ttl: 64 },
+        Anomaly::Malformed {
+            error: DecodeError::BadType { packet_type: 2 },
+        },
+        Anomaly::VersionMismatch { version: 2 },
+        Anomaly::VridMismatch { vrid: 9 },
+        Anomaly::AuthTypeMismatch { auth_type: 1 },
+        Anomaly::AuthFailure,
+        Anomaly::AddressListMismatch { received: vec![] },
+        Anomaly::IntervalMismatch { centis: 50 },
+    ];
+    for a in all {
+        let json: serde_json::Value = serde_json::to_value(&a).unwrap();
+        assert_eq!(json["anomaly"], a.as_str(), "{json}");
+    }
+}

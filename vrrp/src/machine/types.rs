@@ -211,6 +211,22 @@ pub enum Anomaly {
     IntervalMismatch { centis: u32 },
 }
 
+impl Anomaly {
+    /// Short stable name (the serde tag) for logs and metrics.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Anomaly::Ttl { .. } => "ttl",
+            Anomaly::Malformed { .. } => "malformed",
+            Anomaly::VersionMismatch { .. } => "version_mismatch",
+            Anomaly::VridMismatch { .. } => "vrid_mismatch",
+            Anomaly::AuthTypeMismatch { .. } => "auth_type_mismatch",
+            Anomaly::AuthFailure => "auth_failure",
+            Anomaly::AddressListMismatch { .. } => "address_list_mismatch",
+            Anomaly::IntervalMismatch { .. } => "interval_mismatch",
+        }
+    }
+}
+
 /// What the driver must do. Apply in order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]

@@ -11,6 +11,16 @@
 //! is. Clear by default; [`Announcer::set_router`] sets it (keepalived and
 //! the kernel's own NAs set it when the interface forwards IPv6).
 //!
+//! The source of an NA is the address it announces, as the kernel's own
+//! NAs do (`ndisc_send_na()` in net/ipv6/ndisc.c uses the target when it
+//! is an address of the interface): RFC 4861 4.4 asks for "an address
+//! assigned to the interface", and a VIP is one by the time it is
+//! announced (the host adds it first, without DAD). The link-local
+//! address would do too, except while it is tentative (RFC 4862 5.4), and
+//! it is exactly after a link flap, when a master takes its VIPs back,
+//! that duplicate address detection runs on it: the kernel then refuses
+//! it as a source (`EINVAL`) and the takeover would go unannounced.
+//!
 //! The bytes come from two pure builders, [`arp_announcement`] and
 //! [`unsolicited_na`]; the sockets only carry them.
 
@@ -115,9 +125,9 @@ pub fn arp_announcement(mac: [u8; 6], addr: Ipv4Addr) -> [u8; ARP_FRAME_LEN] {
 /// The unsolicited Neighbor Advertisement for `target` at `mac` (RFC 4861
 /// 7.2.6): Override set so neighbours replace the cached link-layer
 /// address, Solicited clear (nobody asked), Router as `router` (see the
-/// module docs), and the Target Link-Layer Address option. The checksum is left zero: on a raw ICMPv6 socket the
-/// kernel computes it over the IPv6 pseudo-header (RFC 3542 3.1), which
-/// needs the source address it picks.
+/// module docs), and the Target Link-Layer Address option. The checksum is
+/// left zero: on a raw ICMPv6 socket the kernel computes it over the IPv6
+/// pseudo-header (RFC 3542 3.1), which needs the source address.
 ///
 /// Neighbor Advertisement, RFC 4861 4.4, then the Target Link-Layer Address
 /// option, RFC 4861 4.6.1 (Length in units of 8 octets; for Ethernet the
@@ -168,7 +178,6 @@ pub struct Announcer {
     name: String,
     index: u32,
     mac: [u8; 6],
-    link_local: Option<Ipv6Addr>,
     router: bool,
     packet: Socket,
     icmp6: Option<Socket>,
@@ -176,23 +185,23 @@ pub struct Announcer {
 
 impl Announcer {
     /// Opens the sockets for `iface`, from a thread in its network
-    /// namespace. The ICMPv6 socket is opened only when the interface has
-    /// an IPv6 link-local address (the NA's source, RFC 4861 7.2.6).
+    /// namespace. Without IPv6 in the kernel (`EAFNOSUPPORT`) there is no
+    /// ICMPv6 socket, and announcing an IPv6 address is an error.
     pub fn open(iface: &Interface) -> io::Result<Announcer> {
         // packet(7): SOCK_RAW, we write the Ethernet header ourselves.
         // Protocol 0: no receive hook, nothing is ever queued.
         let packet = Socket::new(Domain::PACKET, Type::RAW, None)?;
         sys::bind_packet(&packet, &sys::link_addr(iface.index)?)?;
         packet.set_nonblocking(true)?;
-        let icmp6 = match iface.ipv6_link_local {
-            Some(_) => Some(open_icmp6(iface)?),
-            None => None,
+        let icmp6 = match open_icmp6(iface) {
+            Ok(s) => Some(s),
+            Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => None,
+            Err(e) => return Err(e),
         };
         Ok(Announcer {
             name: iface.name.clone(),
             index: iface.index,
             mac: iface.mac,
-            link_local: iface.ipv6_link_local,
             router: false,
             packet,
             icmp6,
@@ -200,9 +209,10 @@ impl Announcer {
     }
 
     /// Announces `addr` once: a gratuitous ARP for IPv4, an unsolicited NA
-    /// for IPv6. For IPv6, [`io::ErrorKind::AddrNotAvailable`] if the
-    /// interface had no link-local address when opened; `EINVAL` from the
-    /// kernel while that address is still tentative.
+    /// from `addr` itself for IPv6 (see the module docs), so `addr` must be
+    /// configured on the interface already: `EINVAL` from the kernel
+    /// otherwise. [`io::ErrorKind::Unsupported`] for IPv6 when the kernel
+    /// has no IPv6.
     pub fn announce(&self, addr: IpAddr) -> io::Result<()> {
         match addr {
             IpAddr::V4(a) => {
@@ -211,14 +221,14 @@ impl Announcer {
                 self.check_len(n, frame.len())
             }
             IpAddr::V6(a) => {
-                let (Some(sock), Some(src)) = (&self.icmp6, self.link_local) else {
+                let Some(sock) = &self.icmp6 else {
                     return Err(io::Error::new(
-                        io::ErrorKind::AddrNotAvailable,
-                        format!("{} has no IPv6 link-local address", self.name),
+                        io::ErrorKind::Unsupported,
+                        format!("no IPv6 to announce {a} on {}", self.name),
                     ));
                 };
                 let msg = unsolicited_na(self.mac, a, self.router);
-                let n = sys::send_v6(sock, &msg, src, self.index, ALL_NODES)?;
+                let n = sys::send_v6(sock, &msg, a, self.index, ALL_NODES)?;
                 self.check_len(n, msg.len())
             }
         }

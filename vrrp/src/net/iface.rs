@@ -32,9 +32,9 @@ pub struct Interface {
     /// 5.1.1.1). Includes addresses labelled as aliases (`eth1:0`).
     pub ipv4: Vec<Ipv4Addr>,
     /// The first fe80::/10 address: the source of IPv6 adverts (RFC 5798
-    /// 5.1.2.1) and of unsolicited Neighbor Advertisements. It may still
-    /// be tentative (duplicate address detection running): binding to it
-    /// then fails with `EADDRNOTAVAIL` until DAD completes.
+    /// 5.1.2.1). It may still
+    /// be tentative (duplicate address detection running), which
+    /// [`crate::net::VrrpSocket::open`] allows for.
     pub ipv6_link_local: Option<Ipv6Addr>,
     /// Administratively up (`IFF_UP`) and operationally up (`IFF_RUNNING`:
     /// RFC 2863 operstate `up`, or `unknown` for drivers that do not

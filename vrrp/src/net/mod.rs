@@ -78,8 +78,11 @@
 //! - `bind` to the source address (the link-local one, RFC 5798 5.1.2.1,
 //!   with the interface as scope): adverts leave from it. A bound IPv6 raw
 //!   socket still receives the groups it joined (`raw_v6_match()` in
-//!   net/ipv6/raw.c). Binding a tentative address (DAD not finished) fails
-//!   with `EADDRNOTAVAIL`: the driver retries.
+//!   net/ipv6/raw.c). `IPV6_FREEBIND` first: the link-local address is
+//!   tentative while duplicate address detection runs (RFC 4862 5.4, about
+//!   a second after the link comes up), and a raw socket may not bind a
+//!   tentative address without it (`EADDRNOTAVAIL`), so a daemon started
+//!   right after boot would fail.
 //! - `IPV6_RECVPKTINFO` and `IPV6_RECVHOPLIMIT` (RFC 3542 6.1 / 6.3): an
 //!   `AF_INET6` raw socket never delivers the IPv6 header (RFC 3542 3), yet
 //!   the receiver needs the destination (the v3 checksum covers the
@@ -98,9 +101,10 @@
 //! - `socket(AF_INET6, SOCK_RAW, IPPROTO_ICMPV6)`, `SO_BINDTODEVICE`, hop
 //!   limits 255 (RFC 4861 7.1.2 drops NDs with any other), multicast loop
 //!   off, a drop-everything socket filter (`SO_ATTACH_FILTER`, `ret #0`)
-//!   since it only sends; the source (link-local) is set per message with
-//!   `IPV6_PKTINFO`, so a tentative link-local fails the NA, not `open`.
-//!   The kernel fills in the ICMPv6 checksum (RFC 3542 3.1).
+//!   since it only sends; the source, the announced address itself (see
+//!   `announce.rs`: never the possibly tentative link-local), is set per
+//!   message with `IPV6_PKTINFO`. The kernel fills in the ICMPv6 checksum
+//!   (RFC 3542 3.1).
 
 mod announce;
 mod iface;
@@ -153,11 +157,14 @@ impl Incoming {
 #[serde(tag = "error", rename_all = "snake_case")]
 pub enum RecvError {
     /// The IPv4 header around the message is malformed.
-    #[error("malformed IPv4 header: {0}")]
-    Framing(#[from] FramingError),
+    #[error("malformed IPv4 header: {framing}")]
+    Framing {
+        #[from]
+        framing: FramingError,
+    },
     /// Longer than any valid VRRP message (the buffer size given).
-    #[error("datagram longer than {0} bytes")]
-    TooLong(usize),
+    #[error("datagram longer than {limit} bytes")]
+    TooLong { limit: usize },
     /// An IPv6 datagram arrived without its source address (`msg_name`).
     #[error("IPv6 datagram without a source address")]
     MissingSource,
@@ -170,8 +177,8 @@ pub enum RecvError {
     #[error("IPv6 datagram without IPV6_HOPLIMIT")]
     MissingHopLimit,
     /// An `IPV6_HOPLIMIT` outside 0..=255.
-    #[error("IPv6 hop limit {0} out of range")]
-    BadHopLimit(i32),
+    #[error("IPv6 hop limit {hop_limit} out of range")]
+    BadHopLimit { hop_limit: i32 },
 }
 
 impl RecvError {
@@ -183,5 +190,28 @@ impl RecvError {
 
     fn into_io(self) -> io::Error {
         io::Error::new(io::ErrorKind::InvalidData, self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recv_errors_round_trip_through_json() {
+        for e in [
+            RecvError::Framing {
+                framing: FramingError::NotIpv4 { version: 6 },
+            },
+            RecvError::TooLong { limit: 4160 },
+            RecvError::MissingSource,
+            RecvError::MissingPktInfo,
+            RecvError::MissingHopLimit,
+            RecvError::BadHopLimit { hop_limit: 256 },
+        ] {
+            let json = serde_json::to_string(&e).unwrap_or_else(|err| panic!("{e:?}: {err}"));
+            let back: RecvError = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, e, "{json}");
+        }
     }
 }

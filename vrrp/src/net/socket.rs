@@ -215,8 +215,20 @@ fn open_v6(
     }
     // A bound IPv6 raw socket still receives the groups it joined
     // (raw_v6_match() in net/ipv6/raw.c checks inet6_mc_check()), unlike
-    // IPv4. Link-local needs its scope; a tentative address (DAD running)
-    // fails with EADDRNOTAVAIL.
+    // IPv4. Link-local needs its scope.
+    //
+    // IPV6_FREEBIND: the link-local address is tentative for
+    // DupAddrDetectTransmits x RetransTimer after the link comes up (RFC
+    // 4862 5.4; 1 s by default), and binding a tentative address fails
+    // with EADDRNOTAVAIL (rawv6_bind() -> ipv6_chk_addr() in
+    // net/ipv6/raw.c) unless the socket may bind non-local addresses. A
+    // daemon started at boot right after its link came up would then not
+    // start at all. The kernel sends from a bound tentative address (a
+    // socket bound before a link flap keeps sending while DAD re-runs),
+    // so adverts flow during DAD either way; a link-local derived from the
+    // MAC only fails DAD on a MAC collision. The address must still exist:
+    // `interface` found it.
+    sock.set_freebind_v6(true)?;
     let scope = if src.is_unicast_link_local() {
         iface.index
     } else {
@@ -230,7 +242,7 @@ fn open_v6(
 /// (RFC 791 3.1) and the VRRP message.
 fn incoming_v4(buf: &[u8], got: sys::Received) -> Result<Incoming, RecvError> {
     if got.truncated {
-        return Err(RecvError::TooLong(buf.len()));
+        return Err(RecvError::TooLong { limit: buf.len() });
     }
     let (header, payload) = codec::parse_ipv4(&buf[..got.len.min(buf.len())])?;
     Ok(Incoming {
@@ -246,12 +258,12 @@ fn incoming_v4(buf: &[u8], got: sys::Received) -> Result<Incoming, RecvError> {
 /// messages.
 fn incoming_v6(payload: Vec<u8>, got: sys::Received) -> Result<Incoming, RecvError> {
     if got.truncated {
-        return Err(RecvError::TooLong(RECV_BUF));
+        return Err(RecvError::TooLong { limit: RECV_BUF });
     }
     let src = got.src.ok_or(RecvError::MissingSource)?;
     let dst = got.dst.ok_or(RecvError::MissingPktInfo)?;
     let hop = got.hop_limit.ok_or(RecvError::MissingHopLimit)?;
-    let hop = u8::try_from(hop).map_err(|_| RecvError::BadHopLimit(hop))?;
+    let hop = u8::try_from(hop).map_err(|_| RecvError::BadHopLimit { hop_limit: hop })?;
     Ok(Incoming {
         src: IpAddr::V6(src),
         dst: IpAddr::V6(dst),
@@ -303,22 +315,24 @@ mod tests {
             ][..],
         ] {
             let e = incoming_v4(b, got(b.len())).unwrap_err();
-            assert!(matches!(e, RecvError::Framing(_)), "{e:?}");
+            assert!(matches!(e, RecvError::Framing { .. }), "{e:?}");
         }
         let e = incoming_v4(&[0x46; 20], got(20)).unwrap_err();
         assert!(matches!(
             e,
-            RecvError::Framing(FramingError::BadTotalLength { .. })
+            RecvError::Framing {
+                framing: FramingError::BadTotalLength { .. }
+            }
         ));
         let mut t = got(10);
         t.truncated = true;
         assert!(matches!(
             incoming_v4(&[0; 10], t).unwrap_err(),
-            RecvError::TooLong(_)
+            RecvError::TooLong { .. }
         ));
-        let io = RecvError::TooLong(1).into_io();
+        let io = RecvError::TooLong { limit: 1 }.into_io();
         assert_eq!(io.kind(), io::ErrorKind::InvalidData);
-        assert_eq!(RecvError::of(&io), Some(&RecvError::TooLong(1)));
+        assert_eq!(RecvError::of(&io), Some(&RecvError::TooLong { limit: 1 }));
     }
 
     #[test]
@@ -352,7 +366,7 @@ mod tests {
         r.hop_limit = Some(256);
         assert_eq!(
             incoming_v6(vec![], r).unwrap_err(),
-            RecvError::BadHopLimit(256)
+            RecvError::BadHopLimit { hop_limit: 256 }
         );
     }
 }
