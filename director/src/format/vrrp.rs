@@ -319,7 +319,7 @@ mod tests {
                 Action::Anomaly {
                     from: ip("10.0.0.2"),
                     anomaly: Anomaly::Malformed {
-                        error: DecodeError::BadType(3),
+                        error: DecodeError::BadType { packet_type: 3 },
                     },
                     discarded: true,
                 },
