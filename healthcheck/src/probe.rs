@@ -244,11 +244,11 @@ impl Prepared {
                 script(s, self.spec.target).await
             }
             Probe::Http(http) => {
-                let stream = connect(self.spec.target).await?;
+                let stream = connect_nodelay(self.spec.target).await?;
                 self.exchange(http, stream, stage).await
             }
             Probe::Https { http, .. } => {
-                let stream = connect(self.spec.target).await?;
+                let stream = connect_nodelay(self.spec.target).await?;
                 let Some(tls) = &self.tls else {
                     return Err(Failure::Tls("no TLS configuration".into()));
                 };
@@ -406,13 +406,19 @@ fn build_request(http: &HttpProbe, target: SocketAddr) -> Result<Vec<u8>, SpecEr
 }
 
 async fn connect(target: SocketAddr) -> Result<TcpStream, Failure> {
-    let stream = TcpStream::connect(target).await.map_err(|e| {
+    TcpStream::connect(target).await.map_err(|e| {
         if e.kind() == std::io::ErrorKind::ConnectionRefused {
             Failure::Refused
         } else {
             io(Stage::Connect, &e)
         }
-    })?;
+    })
+}
+
+/// [`connect`] for the probes that send a request: the request goes out
+/// at once instead of waiting on Nagle.
+async fn connect_nodelay(target: SocketAddr) -> Result<TcpStream, Failure> {
+    let stream = connect(target).await?;
     let _ = stream.set_nodelay(true);
     Ok(stream)
 }
@@ -420,7 +426,9 @@ async fn connect(target: SocketAddr) -> Result<TcpStream, Failure> {
 /// Connect, then close with a reset (zero linger), as HAProxy's TCP checks
 /// do: a graceful close would leave one TIME_WAIT socket per probe on the
 /// director (60 s each, so 600,000 at 10,000 checks per second), and the
-/// server learns nothing more from a FIN than from a RST.
+/// server learns nothing more from a FIN than from a RST. No TCP_NODELAY:
+/// nothing is sent, and one syscall less per probe counts at 10,000 a
+/// second.
 async fn tcp(target: SocketAddr) -> Result<(), Failure> {
     let stream = connect(target).await?;
     let _ = stream.set_zero_linger();

@@ -8,6 +8,8 @@
 //! - `tests/lab_ipvs.rs`: the IPVS integration tests (need root + IPVS; they
 //!   are `#[ignore]`d on the host and fail, not skip, without IPVS).
 //! - `src/bin/lab-bench.rs`: the 5,000 x 4 benchmark driver.
+//! - `src/bin/health-bench.rs`: the health-check benchmark (10,000 TCP
+//!   checks a second against local listeners: CPU and start spread).
 //! - `src/netns.rs`: host network-namespace harness (`Netns`, `LbTopology`)
 //!   for the VRRP / nftables / ctsync tests; `src/bin/echo-server.rs` and
 //!   `src/bin/lb-client.rs` are the real servers and the client there;
