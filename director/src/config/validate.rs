@@ -456,8 +456,12 @@ pub(crate) fn validate(
     let virtual_servers = virtual_servers(&mut cx, raw.virtual_server.as_deref().unwrap_or(&[]));
     let snat = snats(&mut cx, raw.snat.as_deref().unwrap_or(&[]));
     let ctsync = raw.ctsync.as_ref().and_then(|c| ctsync(&mut cx, c));
-    if force_dataplane.unwrap_or(global.dataplane) == DataplaneChoice::Nftables {
-        nftables_limits(&mut cx, raw.virtual_server.as_deref().unwrap_or(&[]));
+    match force_dataplane.unwrap_or(global.dataplane) {
+        DataplaneChoice::Nftables => {
+            nftables_limits(&mut cx, raw.virtual_server.as_deref().unwrap_or(&[]))
+        }
+        DataplaneChoice::Ipvs => ipvs_limits(&mut cx, raw.virtual_server.as_deref().unwrap_or(&[])),
+        DataplaneChoice::Auto => {}
     }
     if !cx.errs.is_empty() {
         return Err(cx.errs);
@@ -1429,6 +1433,31 @@ pub const NFTABLES_SCHEDULERS: &[&str] = &["rr", "wrr", "sh", "mh"];
 /// features with no nftables equivalent are refused rather than silently
 /// approximated: an operator moving a keepalived config over must learn
 /// that `wlc` is not least-connection here.
+/// What IPVS cannot do that the config can say.
+fn ipvs_limits(cx: &mut Ctx<'_>, raws: &[S<RawVirtualServer>]) {
+    for vs in raws {
+        let r = vs.get_ref();
+        // IPVS expires a dead real server's connections only once the
+        // destination is gone (expire_nodest_conn acts on destinations
+        // that are not IP_VS_DEST_F_AVAILABLE; a weight-0 one still is),
+        // and has no netlink command to delete connection entries: a
+        // reset promised with inhibit could not be kept.
+        let inhibit = r.on_down.as_ref().is_some_and(|v| v.get_ref() == "inhibit");
+        if let Some(v) = r
+            .on_down_connections
+            .as_ref()
+            .filter(|v| v.get_ref() == "reset")
+        {
+            if inhibit {
+                cx.err(
+                    v.span(),
+                    "on_down_connections = \"reset\" with on_down = \"inhibit\" is not possible on the IPVS dataplane: IPVS expires a failed real server's connections only when the server is removed (net.ipv4.vs.expire_nodest_conn), not at weight 0; use on_down = \"remove\", or on_down_connections = \"keep\"",
+                );
+            }
+        }
+    }
+}
+
 fn nftables_limits(cx: &mut Ctx<'_>, raws: &[S<RawVirtualServer>]) {
     const WHY: &str = "on the nftables dataplane";
     const HINT: &str = "use dataplane = \"ipvs\" on a kernel with IPVS";
