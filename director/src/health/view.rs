@@ -117,9 +117,12 @@ pub struct CheckView {
     pub state: Option<Health>,
     /// `"ok"` or the failure reason of the last probe; `None` before it.
     pub last_result: Option<String>,
-    /// The last failure, structured (kind, stage, ...), if the last probe
-    /// failed.
+    /// The last failure, structured (`{"failure":"timeout","detail":{..}}`),
+    /// if the last probe failed.
     pub last_failure: Option<Failure>,
+    /// Its kind as the metrics' `outcome` label names it (`timeout`,
+    /// `refused`, `tls_error`, ...).
+    pub last_failure_kind: Option<String>,
     pub consecutive_successes: u32,
     pub consecutive_failures: u32,
     pub last_check_unix: Option<f64>,
@@ -175,6 +178,10 @@ fn check_view(
             })
         }),
         last_failure: st.and_then(|s| s.last_failure.clone().flatten()),
+        last_failure_kind: st
+            .and_then(|s| s.last_failure.as_ref())
+            .and_then(|f| f.as_ref())
+            .map(|f| f.kind().to_string()),
         consecutive_successes: st.map_or(0, |s| s.consecutive_successes),
         consecutive_failures: st.map_or(0, |s| s.consecutive_failures),
         last_check_unix: st.and_then(|s| s.last_completed).map(unix),
@@ -412,6 +419,10 @@ health = []
         );
         assert_eq!(
             json["virtual_servers"][0]["real_servers"][1]["checks"][0]["last_failure"]["failure"],
+            "refused"
+        );
+        assert_eq!(
+            json["virtual_servers"][0]["real_servers"][1]["checks"][0]["last_failure_kind"],
             "refused"
         );
         let back: HealthReply = serde_json::from_value(json).unwrap();
