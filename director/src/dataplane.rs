@@ -191,11 +191,12 @@ impl<K: IpvsKernel + Send> Dataplane for IpvsDataplane<K> {
         self.reconciler.kernel.dump()
     }
 
-    /// Nothing to send: the pass removed the destinations (the config
-    /// refuses `on_down = "inhibit"` with `"reset"` on IPVS, where a
-    /// weight-0 destination stays available and its connections would
-    /// live on) and the sysctls hold `expire_nodest_conn = 1`; see
-    /// [`ConnectionReset::KernelExpires`].
+    /// Nothing to send: the pass removed the destinations and the sysctls
+    /// hold `expire_nodest_conn = 1`; see [`ConnectionReset::KernelExpires`].
+    /// (The config refuses, on IPVS, `on_down = "inhibit"` with `"reset"`,
+    /// where a weight-0 destination stays available and its connections
+    /// live on, and `"remove"` with `"keep"`, whose connections the kernel
+    /// expires all the same.)
     fn reset_connections(
         &mut self,
         targets: &[(ServiceKey, DestKey)],

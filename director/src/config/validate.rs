@@ -1437,23 +1437,29 @@ pub const NFTABLES_SCHEDULERS: &[&str] = &["rr", "wrr", "sh", "mh"];
 fn ipvs_limits(cx: &mut Ctx<'_>, raws: &[S<RawVirtualServer>]) {
     for vs in raws {
         let r = vs.get_ref();
-        // IPVS expires a dead real server's connections only once the
-        // destination is gone (expire_nodest_conn acts on destinations
-        // that are not IP_VS_DEST_F_AVAILABLE; a weight-0 one still is),
-        // and has no netlink command to delete connection entries: a
-        // reset promised with inhibit could not be kept.
-        let inhibit = r.on_down.as_ref().is_some_and(|v| v.get_ref() == "inhibit");
-        if let Some(v) = r
-            .on_down_connections
-            .as_ref()
-            .filter(|v| v.get_ref() == "reset")
-        {
-            if inhibit {
-                cx.err(
-                    v.span(),
-                    "on_down_connections = \"reset\" with on_down = \"inhibit\" is not possible on the IPVS dataplane: IPVS expires a failed real server's connections only when the server is removed (net.ipv4.vs.expire_nodest_conn), not at weight 0; use on_down = \"remove\", or on_down_connections = \"keep\"",
-                );
-            }
+        // On IPVS the connections of a failed real server follow from how
+        // it leaves, not from a separate choice: IPVS has no netlink
+        // command to delete connection entries, and
+        // net.ipv4.vs.expire_nodest_conn (one switch for the whole
+        // kernel, which the director sets to 1) expires those of a removed
+        // destination and only those: a weight-0 one is still available
+        // (ipvs-sysctl.rst; ip_vs_core.c checks IP_VS_DEST_F_AVAILABLE).
+        // So remove = reset and inhibit = keep; the crossed pairs are
+        // promises IPVS cannot keep.
+        let on_down = r.on_down.as_ref().map(|v| v.get_ref().as_str());
+        let Some(conns) = r.on_down_connections.as_ref() else {
+            continue;
+        };
+        match (on_down.unwrap_or("remove"), conns.get_ref().as_str()) {
+            ("inhibit", "reset") => cx.err(
+                conns.span(),
+                "on_down_connections = \"reset\" with on_down = \"inhibit\" is not possible on the IPVS dataplane: IPVS expires a failed real server's connections only when the server is removed (net.ipv4.vs.expire_nodest_conn), not at weight 0; use on_down = \"remove\", or on_down_connections = \"keep\"",
+            ),
+            ("remove", "keep") => cx.err(
+                conns.span(),
+                "on_down_connections = \"keep\" with on_down = \"remove\" is not possible on the IPVS dataplane: the kernel expires the connections of a removed real server (net.ipv4.vs.expire_nodest_conn = 1, which the director sets for every service; without it their packets would be dropped until they time out); use on_down = \"inhibit\" to keep them at weight 0",
+            ),
+            _ => {}
         }
     }
 }
