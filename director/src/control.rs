@@ -59,6 +59,20 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         since: Option<u64>,
     },
+    /// Pools, real servers and every health check (`directorctl health`).
+    Health,
+    /// Weight 0 for one real server, its connections kept (`directorctl
+    /// drain VS RS`). `real_server` is `IP:PORT` (or an IP that is unique
+    /// in the virtual server).
+    Drain {
+        virtual_server: String,
+        real_server: String,
+    },
+    /// Ends a drain (`directorctl undrain VS RS`).
+    Undrain {
+        virtual_server: String,
+        real_server: String,
+    },
 }
 
 /// A service the director owns, as named in the config.
@@ -127,6 +141,20 @@ pub struct ReloadReply {
     pub last_pass: Option<LastPass>,
 }
 
+/// What `drain` / `undrain` did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DrainReply {
+    pub virtual_server: String,
+    pub real_server: std::net::SocketAddr,
+    /// Whether the request changed anything (draining a drained server
+    /// does not).
+    pub changed: bool,
+    /// For humans: what happens now.
+    pub message: String,
+    /// The pass that applied it (`None` when nothing changed).
+    pub last_pass: Option<LastPass>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Response {
@@ -146,6 +174,8 @@ pub enum Response {
         last_seq: u64,
         missed: u64,
     },
+    Health(Box<crate::health::view::HealthReply>),
+    Drain(DrainReply),
     Error {
         message: String,
     },
@@ -325,6 +355,31 @@ mod tests {
         assert!(parse_request(br#"{"nocmd":1}"#)
             .unwrap_err()
             .contains("cmd"));
+    }
+
+    #[test]
+    fn health_and_drain_requests_have_a_plain_wire_form() {
+        let drain = Request::Drain {
+            virtual_server: "web".into(),
+            real_server: "10.0.0.1:80".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&drain).unwrap(),
+            r#"{"cmd":"drain","virtual_server":"web","real_server":"10.0.0.1:80"}"#
+        );
+        for r in [
+            Request::Health,
+            drain,
+            Request::Undrain {
+                virtual_server: "web".into(),
+                real_server: "10.0.0.1".into(),
+            },
+        ] {
+            let line = serde_json::to_vec(&r).unwrap();
+            assert_eq!(parse_request(&line).unwrap(), r);
+        }
+        let e = parse_request(br#"{"cmd":"drain","virtual_server":"web"}"#).unwrap_err();
+        assert!(e.contains("real_server"), "{e}");
     }
 
     #[test]

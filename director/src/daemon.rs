@@ -11,20 +11,33 @@
 //!   and at once again after a pass that hit a conflict;
 //! - the **control socket** task answers `directorctl` (one task per
 //!   client; a `vrrp --follow` client keeps its task until it disconnects);
-//! - the optional **metrics** task serves `/metrics`.
+//! - the optional **metrics** task serves `/metrics`;
+//! - **health checks** ([`health`], `crate::health`): the checks run on a
+//!   runtime of their own; each transition narrows or widens the pools at
+//!   once (a pass is triggered, not left to the next `reconcile_interval`),
+//!   and a real server that went down with `on_down_connections = "reset"`
+//!   has its established connections cleaned up right after the pass that
+//!   took it out. Drains and real servers leaving the config are kept
+//!   here too and survive reloads.
 //!
 //! Shutdown (SIGTERM/SIGINT) leaves the kernel table as it is: connections
 //! survive a restart and the next daemon adopts the table in place.
 
 use crate::config::{self, Config};
 use crate::control::{self, LastPass, OwnedService, ReloadReply, Request, Response, StatusReply};
-use crate::dataplane::{self, Dataplane, DataplaneKind, DataplaneStatus, IpvsDataplane, PassInput};
-use crate::desired::{desired_table, DesiredTable};
+use crate::dataplane::{
+    self, ConnectionReset, Dataplane, DataplaneKind, DataplaneStatus, IpvsDataplane, PassInput,
+};
+use crate::desired::{desired_table, DesiredTable, PoolInputs, PoolMember, PoolStatus};
+use crate::health::plan::{Before, CheckPlan};
+use crate::health::pool::Pool;
+use crate::health::HealthRunner;
 use crate::kernel::{IpvsKernel, KernelError};
 use crate::metrics::Metrics;
-use crate::model::{KernelTable, Timeouts};
+use crate::model::{DestKey, KernelTable, ServiceKey, Timeouts};
 use crate::reconcile::PassReport;
 use crate::sysctl::{self, SysctlState, Sysctls};
+use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
@@ -33,6 +46,9 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc as amsc, oneshot};
 use tracing::{error, info, warn};
+
+mod health;
+use health::PendingReset;
 
 /// Where the daemon can fail before it is up. Each says who is at fault.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +67,8 @@ pub enum DaemonError {
     Metrics { addr: String, detail: String },
     #[error("{0}")]
     Vrrp(String),
+    #[error("{0}")]
+    Health(String),
 }
 
 /// Which part of the nftables table a dataplane asks for.
@@ -81,7 +99,15 @@ enum KernelCmd {
         snat: Arc<Vec<config::Snat>>,
         exclusive: bool,
         timeouts: Option<Timeouts>,
+        /// Dead real servers whose connections are cleaned up right
+        /// after the pass took them out.
+        resets: Vec<PendingReset>,
         reply: oneshot::Sender<PassDone>,
+    },
+    /// Active connections of (service, destination)s (leaving servers).
+    ActiveConnections {
+        targets: Vec<(ServiceKey, DestKey)>,
+        reply: oneshot::Sender<Result<Vec<u64>, KernelError>>,
     },
     Dump {
         reply: oneshot::Sender<Result<KernelTable, KernelError>>,
@@ -98,6 +124,7 @@ struct PassDone {
     report: PassReport,
     took: Duration,
     sysctls: Vec<SysctlState>,
+    resets: Vec<(PendingReset, Result<ConnectionReset, String>)>,
 }
 
 /// A pass request: why, and who (if anyone) waits for its summary.
@@ -113,6 +140,20 @@ struct State {
     snat: Arc<Vec<config::Snat>>,
     last_pass: Option<LastPass>,
     sysctls: Vec<SysctlState>,
+    /// Which checks decide which real servers.
+    plan: CheckPlan,
+    /// Operator drains and real servers leaving the config.
+    pool: Pool,
+    /// What narrows the pools now (down, drained, leaving).
+    inputs: PoolInputs,
+    /// Each virtual server's pool, as `desired` was compiled.
+    pools: BTreeMap<String, PoolStatus>,
+    /// Checks the runner refused to run.
+    spec_errors: BTreeMap<healthcheck::CheckSpec, String>,
+    /// Dead servers whose connections the next pass cleans up.
+    pending_resets: Vec<PendingReset>,
+    /// Active connections of leaving servers at the last count.
+    leaving_active: BTreeMap<PoolMember, u64>,
 }
 
 /// Handles shared by the daemon's tasks.
@@ -129,6 +170,8 @@ struct Shared {
     /// Becomes true once VRRP was started, or found to have no instance:
     /// followers that connect during the first pass wait for it.
     vrrp_settled: Arc<tokio::sync::watch::Sender<bool>>,
+    /// The health checks (their own runtime).
+    health: Arc<HealthRunner>,
 }
 
 /// Runs the kernel worker: owns the dataplane and the sysctls, serves
@@ -150,6 +193,7 @@ fn spawn_kernel_worker(
                         snat,
                         exclusive,
                         timeouts,
+                        resets,
                         reply,
                     } => {
                         let started = Instant::now();
@@ -162,11 +206,20 @@ fn spawn_kernel_worker(
                             timeouts,
                         });
                         report.repairs.extend(changed);
+                        let took = started.elapsed();
+                        // After the pass: the servers are out of the
+                        // selection, so a client segment that finds no
+                        // state now is sent to a live one.
+                        let resets = reset_connections(dp.as_mut(), resets);
                         let _ = reply.send(PassDone {
                             report,
-                            took: started.elapsed(),
+                            took,
                             sysctls: states,
+                            resets,
                         });
+                    }
+                    KernelCmd::ActiveConnections { targets, reply } => {
+                        let _ = reply.send(dp.active_connections(&targets));
                     }
                     KernelCmd::Dump { reply } => {
                         let _ = reply.send(dp.table());
@@ -184,6 +237,34 @@ fn spawn_kernel_worker(
         .map(|_| ())
         .unwrap_or_else(|e| error!(event = "kernel_worker_spawn_failed", error = %e));
     tx
+}
+
+/// Runs the connection cleanups of one pass.
+fn reset_connections(
+    dp: &mut dyn Dataplane,
+    resets: Vec<PendingReset>,
+) -> Vec<(PendingReset, Result<ConnectionReset, String>)> {
+    if resets.is_empty() {
+        return Vec::new();
+    }
+    let targets: Vec<(ServiceKey, DestKey)> = resets.iter().map(|r| (r.service, r.dest)).collect();
+    match dp.reset_connections(&targets) {
+        Ok(done) if done.len() == resets.len() => {
+            resets.into_iter().zip(done.into_iter().map(Ok)).collect()
+        }
+        Ok(done) => {
+            let e = format!(
+                "the dataplane answered {} results for {} servers",
+                done.len(),
+                resets.len()
+            );
+            resets.into_iter().map(|r| (r, Err(e.clone()))).collect()
+        }
+        Err(e) => resets
+            .into_iter()
+            .map(|r| (r, Err(e.to_string())))
+            .collect(),
+    }
 }
 
 /// Picks the dataplane (`auto`: IPVS when the kernel has it) and opens it.
@@ -229,6 +310,15 @@ where
     info!(event = "dataplane_chosen", dataplane = %kind, configured = ?choice);
     match ipvs {
         Some(kernel) => {
+            // Re-check: `auto` may have landed on IPVS with a config only
+            // nftables can carry out (inhibit with a connection reset).
+            let config = match choice {
+                config::DataplaneChoice::Auto => {
+                    config::load_for(config_path, Some(config::DataplaneChoice::Ipvs))
+                        .map_err(DaemonError::Config)?
+                }
+                _ => config,
+            };
             let nat = open_nat_rules(&mut open_nft);
             let dp: Box<dyn Dataplane> = Box::new(IpvsDataplane::new(kernel, nat));
             let reopen = Box::new(move || match open_ipvs() {
@@ -288,6 +378,17 @@ where
     let (config, kind, dp, sysctls, reopen) = open_dataplane(&config_path, config, backends)?;
     let metrics = Metrics::new();
     let desired = Arc::new(desired_table(&config));
+    let (health_runner, health_events) = HealthRunner::start().map_err(DaemonError::Health)?;
+    let plan = CheckPlan::new(&config);
+    // At startup every check starts up: the pools the kernel holds are
+    // adopted as they are, not emptied while `rise` probes run.
+    let spec_errors = health::spec_errors(health_runner.set(plan.wanted(&Before::default())));
+    info!(
+        event = "health_checks_started",
+        checks = plan.len(),
+        uses = plan.uses(),
+        not_running = spec_errors.len()
+    );
     info!(
         event = "starting",
         config = %config_path.display(),
@@ -307,6 +408,13 @@ where
             desired,
             last_pass: None,
             sysctls: Vec::new(),
+            plan,
+            pool: Pool::default(),
+            inputs: PoolInputs::default(),
+            pools: BTreeMap::new(),
+            spec_errors,
+            pending_resets: Vec::new(),
+            leaving_active: BTreeMap::new(),
         })),
         kernel: spawn_kernel_worker(dp, sysctls, reopen),
         triggers: trig_tx,
@@ -314,7 +422,11 @@ where
         kind,
         vrrp: Arc::new(std::sync::OnceLock::new()),
         vrrp_settled: Arc::new(tokio::sync::watch::Sender::new(false)),
+        health: Arc::new(health_runner),
     };
+    if let Ok(mut s) = shared.state.lock() {
+        health::recompute(&mut s, &shared.health, &shared.metrics);
+    }
 
     let listener = bind_control_socket(&socket_path)?;
     if let Some(addr) = metrics_listen {
@@ -329,6 +441,7 @@ where
             let shared = for_scrape.clone();
             async move {
                 refresh_vrrp_metrics(&shared).await;
+                health::refresh_metrics(&shared);
                 if let Ok(table) = dump(&shared).await {
                     let desired = shared
                         .state
@@ -343,6 +456,8 @@ where
         tokio::spawn(crate::metrics::serve(l, shared.metrics.clone(), refresh));
     }
     tokio::spawn(control_server(listener, shared.clone()));
+    tokio::spawn(health::health_events(shared.clone(), health_events));
+    tokio::spawn(health::watch_leaving(shared.clone()));
     spawn_family_watch(shared.clone());
     spawn_sighup_reload(shared.clone());
 
@@ -432,15 +547,18 @@ async fn run_pass(shared: &Shared, reason: &'static str) -> LastPass {
     let mut reason = reason;
     let mut rerun = 0;
     loop {
-        let (desired, snat, exclusive, timeouts) = {
-            let Ok(s) = shared.state.lock() else {
+        // The desired table and the cleanups it makes safe, in one lock.
+        let (desired, snat, exclusive, timeouts, resets) = {
+            let Ok(mut s) = shared.state.lock() else {
                 return LastPass::default();
             };
+            let resets = health::take_resets(&mut s);
             (
                 s.desired.clone(),
                 s.snat.clone(),
                 s.config.global.ipvs_exclusive,
                 s.config.global.ipvs_timeouts,
+                resets,
             )
         };
         let (tx, rx) = oneshot::channel();
@@ -449,6 +567,7 @@ async fn run_pass(shared: &Shared, reason: &'static str) -> LastPass {
             snat,
             exclusive,
             timeouts,
+            resets,
             reply: tx,
         });
         let Ok(done) = (match sent {
@@ -462,7 +581,9 @@ async fn run_pass(shared: &Shared, reason: &'static str) -> LastPass {
             report,
             took,
             sysctls,
+            resets,
         } = done;
+        health::record_resets(shared, &resets);
         for s in sysctls.iter().filter(|s| s.error.is_some()) {
             shared
                 .metrics
@@ -835,6 +956,15 @@ async fn handle(req: Request, shared: &Shared) -> Response {
             },
             None => Response::Vrrp(Box::new(vrrp::driver::Snapshot::empty())),
         },
+        Request::Health => health::health_reply(shared),
+        Request::Drain {
+            virtual_server,
+            real_server,
+        } => health::drain(shared, &virtual_server, &real_server, true).await,
+        Request::Undrain {
+            virtual_server,
+            real_server,
+        } => health::drain(shared, &virtual_server, &real_server, false).await,
         // serve_client streams it; never answered as one line.
         Request::VrrpFollow { .. } => Response::Error {
             message: "vrrp_follow is a stream and cannot be answered as one reply".into(),
@@ -852,10 +982,10 @@ async fn reload(shared: &Shared) -> Response {
     };
     // Checked for the dataplane this daemon runs, not the one the file
     // names: a reload cannot switch dataplanes (that needs a restart).
-    let running = match shared.kind {
-        DataplaneKind::Ipvs => None,
-        DataplaneKind::Nftables => Some(config::DataplaneChoice::Nftables),
-    };
+    let running = Some(match shared.kind {
+        DataplaneKind::Ipvs => config::DataplaneChoice::Ipvs,
+        DataplaneKind::Nftables => config::DataplaneChoice::Nftables,
+    });
     let loaded = tokio::task::spawn_blocking(move || config::load_for(&path, running)).await;
     let new = match loaded {
         Err(e) => {
@@ -901,9 +1031,10 @@ async fn reload(shared: &Shared) -> Response {
                 note = "VRRP changes (vrrp_instance, sync_group, vrrp_script) take effect at the next restart; the running instances keep their settings"
             );
         }
-        s.desired = Arc::new(desired_table(&new));
         s.snat = Arc::new(new.snat.clone());
-        s.config = new;
+        // Health checks, drains and leaving servers follow the new config,
+        // and the desired table is compiled from all of it.
+        health::reload(&mut s, new, shared);
     }
     shared
         .metrics
@@ -999,15 +1130,6 @@ fn spawn_sighup_reload(shared: Shared) {
 /// issues: say so at startup instead of silently ignoring them.
 fn warn_unbuilt_sections(config: &Config) {
     let mut idle = Vec::new();
-    if config
-        .virtual_servers
-        .iter()
-        .any(|v| v.real_servers.iter().any(|r| !r.checks(v).is_empty()))
-    {
-        idle.push(
-            "virtual_server.health (no health checks run: every real server stays in the pool)",
-        );
-    }
     if config.ctsync.is_some() {
         idle.push("[ctsync] (connection state is not replicated)");
     }

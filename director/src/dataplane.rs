@@ -19,7 +19,7 @@
 use crate::config::{DataplaneChoice, Snat};
 use crate::desired::DesiredTable;
 use crate::kernel::{IpvsKernel, KernelError};
-use crate::model::{KernelTable, SyncDaemon, Timeouts};
+use crate::model::{DestKey, KernelTable, ServiceKey, SyncDaemon, Timeouts};
 use crate::reconcile::{PassReport, Reconciler};
 use serde::{Deserialize, Serialize};
 
@@ -74,6 +74,56 @@ pub trait Dataplane: Send {
     /// Just the table (metrics scrapes).
     fn table(&mut self) -> Result<KernelTable, KernelError> {
         self.status().map(|s| s.table)
+    }
+    /// Cleans up the established connections of real servers that health
+    /// checks found dead (`on_down_connections = "reset"`), one result per
+    /// `(service, destination)`. Called right after the pass that took them
+    /// out of the selection, so no new connection can land on them again.
+    fn reset_connections(
+        &mut self,
+        targets: &[(ServiceKey, DestKey)],
+    ) -> Result<Vec<ConnectionReset>, KernelError>;
+    /// Active (TCP ESTABLISHED) connections of each `(service, destination)`
+    /// as `ipvsadm` counts `ActiveConn`: when a real server removed from
+    /// the config has none left, it is deleted.
+    fn active_connections(
+        &mut self,
+        targets: &[(ServiceKey, DestKey)],
+    ) -> Result<Vec<u64>, KernelError>;
+}
+
+/// What [`Dataplane::reset_connections`] did for one real server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectionReset {
+    /// nftables: this many conntrack entries were deleted over ctnetlink.
+    /// The client's next segment finds no state, is picked up as a new
+    /// flow (`nf_conntrack_tcp_loose = 1`), goes through the service's
+    /// selection to a live real server, which has no such connection and
+    /// answers with a reset; the reset travels back through the new entry's
+    /// NAT, so the client sees it from the VIP and fails at once.
+    Deleted(usize),
+    /// IPVS: the destination was removed and `net.ipv4.vs.expire_nodest_conn
+    /// = 1` (set at every pass). Since Linux 5.9 removing a destination
+    /// then queues a sweep that expires every connection to it at once
+    /// (ip_vs_conn.c, `ip_vs_expire_nodest_conn_flush`); older kernels
+    /// expire each one when its next packet arrives (ipvs-sysctl.rst,
+    /// `expire_nodest_conn`), dropping that packet. Expiring an entry drops
+    /// its conntrack entry too (`vs.conntrack = 1`), so the client's next
+    /// segment finds no IPVS connection, is not scheduled (it is no SYN)
+    /// and reaches the director's own stack, which resets it. IPVS has no
+    /// netlink command to delete connection entries, so there is no count.
+    KernelExpires,
+}
+
+impl std::fmt::Display for ConnectionReset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectionReset::Deleted(n) => write!(f, "{n} conntrack entries deleted"),
+            ConnectionReset::KernelExpires => {
+                f.write_str("expired by IPVS (destination removed, expire_nodest_conn = 1)")
+            }
+        }
     }
 }
 
@@ -140,6 +190,46 @@ impl<K: IpvsKernel + Send> Dataplane for IpvsDataplane<K> {
     fn table(&mut self) -> Result<KernelTable, KernelError> {
         self.reconciler.kernel.dump()
     }
+
+    /// Nothing to send: the pass removed the destinations and the sysctls
+    /// hold `expire_nodest_conn = 1`; see [`ConnectionReset::KernelExpires`].
+    /// (The config refuses, on IPVS, `on_down = "inhibit"` with `"reset"`,
+    /// where a weight-0 destination stays available and its connections
+    /// live on, and `"remove"` with `"keep"`, whose connections the kernel
+    /// expires all the same.)
+    fn reset_connections(
+        &mut self,
+        targets: &[(ServiceKey, DestKey)],
+    ) -> Result<Vec<ConnectionReset>, KernelError> {
+        Ok(vec![ConnectionReset::KernelExpires; targets.len()])
+    }
+
+    /// From one dump: each destination's `ActiveConn` (0 when it is gone).
+    fn active_connections(
+        &mut self,
+        targets: &[(ServiceKey, DestKey)],
+    ) -> Result<Vec<u64>, KernelError> {
+        let table = self.reconciler.kernel.dump()?;
+        Ok(active_in_table(&table, targets))
+    }
+}
+
+/// `ActiveConn` of each `(service, destination)` in a dump; 0 for one the
+/// table does not have.
+pub fn active_in_table(table: &KernelTable, targets: &[(ServiceKey, DestKey)]) -> Vec<u64> {
+    targets
+        .iter()
+        .map(|(s, d)| {
+            table
+                .services
+                .iter()
+                .filter(|ks| ks.service.key == *s)
+                .flat_map(|ks| &ks.dests)
+                .filter(|kd| kd.dest.key == *d)
+                .map(|kd| u64::from(kd.active_conns))
+                .sum()
+        })
+        .collect()
 }
 
 /// Resolves `global.dataplane`: `auto` takes IPVS when `ipvs_available`

@@ -29,7 +29,12 @@
 //!   thread and executes its events in order (VIPs via `rtnl`, then
 //!   gratuitous ARP/NA, notify commands, link tracking), then journals
 //!   them for `directorctl vrrp --follow` (`vrrp_host::follow`).
-//! - [`daemon`]: `director run`: reconcile loop, triggers, control socket.
+//! - [`health`]: health checks in the daemon: the `healthcheck` runner on
+//!   its own runtime, the check plan and its fan-out (`health::plan`),
+//!   drains and real servers leaving the config (`health::pool`), the
+//!   `directorctl health` view (`health::view`).
+//! - [`daemon`]: `director run`: reconcile loop, triggers, control socket,
+//!   health transitions applied at once, dead-backend connection cleanup.
 //!
 //! Only `ipvs`, `nft`, `sysctl`, `conntrack` and `rtnl` write to the kernel.
 
@@ -41,6 +46,7 @@ pub mod dataplane;
 pub mod desired;
 pub mod format;
 pub mod genl_watch;
+pub mod health;
 pub mod ipvs;
 pub mod kernel;
 pub mod maglev;

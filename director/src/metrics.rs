@@ -9,7 +9,9 @@
 //!   daemon restart does not reset them);
 //! - VRRP: state, priorities, the RFC 6527 statistics and timer lateness,
 //!   exported by [`VrrpCollector`] from a snapshot of the VRRP driver taken
-//!   at each scrape (see [`vrrp`] for the list).
+//!   at each scrape (see [`vrrp`] for the list);
+//! - health checks: probe results and latency, stale checks, pools per
+//!   virtual server ([`HealthMetrics`], see [`health`] for the list).
 //!
 //! The HTTP side is deliberately tiny: `GET /metrics` only, request head
 //! capped at 8 KiB, one request per connection.
@@ -27,9 +29,11 @@ use std::sync::{Arc, RwLock};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+pub mod health;
 #[cfg(test)]
 mod promtext;
 pub mod vrrp;
+pub use health::HealthMetrics;
 pub use vrrp::VrrpCollector;
 
 /// The director's own metrics.
@@ -46,6 +50,7 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     pub table: IpvsTableCollector,
     pub vrrp: VrrpCollector,
+    pub health: HealthMetrics,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -106,6 +111,7 @@ impl Metrics {
         ));
         let table = IpvsTableCollector::default();
         let vrrp = VrrpCollector::default();
+        let health = HealthMetrics::new();
         for c in [
             Box::new(reconcile_passes.clone()) as Box<dyn Collector>,
             Box::new(ops_applied.clone()),
@@ -117,7 +123,10 @@ impl Metrics {
             Box::new(config_reloads.clone()),
             Box::new(table.clone()),
             Box::new(vrrp.clone()),
-        ] {
+        ]
+        .into_iter()
+        .chain(health.collectors())
+        {
             must(registry.register(c));
         }
         Metrics {
@@ -132,6 +141,7 @@ impl Metrics {
             config_reloads,
             table,
             vrrp,
+            health,
         }
     }
 

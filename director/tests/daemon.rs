@@ -85,11 +85,15 @@ fn write_config(path: &Path, socket: &Path, metrics: &str, body: &str) {
 }
 
 fn start(fake: SharedFake) -> Running {
+    start_with(fake, BODY)
+}
+
+fn start_with(fake: SharedFake, body: &str) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("ctl.sock");
     let config = dir.path().join("director.toml");
     let metrics = format!("127.0.0.1:{}", free_port());
-    write_config(&config, &socket, &metrics, BODY);
+    write_config(&config, &socket, &metrics, body);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (cfg, f) = (config.clone(), fake.clone());
     let thread = std::thread::spawn(move || {
@@ -384,5 +388,158 @@ fn auto_without_ipvs_falls_back_to_nftables_and_says_why_it_cannot_start() {
     assert_eq!(
         err,
         "the nftables dataplane cannot start: no nftables in this test"
+    );
+}
+
+/// Health checks against local listeners drive the (fake) IPVS table: a
+/// real server whose port closes is removed and comes back, a drain sets
+/// weight 0 and survives a reload, a real server removed from the config
+/// leaves (no active connections in the fake: at once), the pool series
+/// are served.
+#[test]
+fn health_checks_drive_the_ipvs_table() {
+    let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (pa, pb) = (
+        a.local_addr().unwrap().port(),
+        b.local_addr().unwrap().port(),
+    );
+    let body = |servers: &[u16]| {
+        let mut s = String::from(
+            "[[virtual_server]]\nname = \"web\"\naddress = \"192.0.2.100:80\"\nscheduler = \"wlc\"\n\
+             health = { kind = \"tcp\", interval = \"200ms\", timeout = \"100ms\", rise = 2, fall = 2 }\n",
+        );
+        for p in servers {
+            s += &format!("[[virtual_server.real_server]]\naddress = \"127.0.0.1:{p}\"\n");
+        }
+        s
+    };
+    let r = start_with(SharedFake::default(), &body(&[pa, pb]));
+    let dests = |r: &Running| -> Vec<(u16, i32)> {
+        r.table()
+            .services
+            .first()
+            .map(|s| {
+                s.dests
+                    .iter()
+                    .map(|d| (d.dest.key.port, d.dest.settings.weight))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let has = |r: &Running, port: u16| dests(r).iter().any(|d| d.0 == port);
+    assert!(has(&r, pa) && has(&r, pb));
+
+    // B's port closes: refused twice, removed.
+    drop(b);
+    assert!(
+        wait_until(Duration::from_secs(5), || !has(&r, pb)),
+        "{:?}",
+        dests(&r)
+    );
+    let Response::Health(h) = r.ask(Request::Health) else {
+        panic!("health")
+    };
+    let vs = &h.virtual_servers[0];
+    assert_eq!((vs.pool.up, vs.pool.total), (1, 2));
+    let rb = vs
+        .real_servers
+        .iter()
+        .find(|x| x.address.port() == pb)
+        .unwrap();
+    assert_eq!(rb.checks[0].last_failure_kind.as_deref(), Some("refused"));
+    assert_eq!(rb.kernel_weight, None);
+    let mut m = std::net::TcpStream::connect(&r.metrics).unwrap();
+    m.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+    let mut text = String::new();
+    m.read_to_string(&mut text).unwrap();
+    assert!(
+        text.contains("director_real_servers_up{virtual_server=\"web\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("director_real_servers_total{virtual_server=\"web\"} 2"));
+    assert!(text.contains("director_health_checks 2"));
+    assert!(text.contains("director_health_check_results_total{kind=\"tcp\",outcome=\"refused\"}"));
+    assert!(text.contains("director_dead_server_resets_total{virtual_server=\"web\"} 1"));
+
+    // It listens again: back after rise.
+    let b = std::net::TcpListener::bind(("127.0.0.1", pb)).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || has(&r, pb)));
+
+    // Drain A: weight 0, kept across a reload, undrained.
+    let Response::Drain(d) = r.ask(Request::Drain {
+        virtual_server: "web".into(),
+        real_server: format!("127.0.0.1:{pa}"),
+    }) else {
+        panic!("drain")
+    };
+    assert!(d.changed && d.last_pass.is_some(), "{d:?}");
+    assert!(dests(&r).contains(&(pa, 0)));
+    let Response::Reload(ok) = r.ask(Request::Reload) else {
+        panic!("reload")
+    };
+    assert!(ok.rejected.is_empty());
+    assert!(dests(&r).contains(&(pa, 0)), "drain survives reload");
+    let Response::Error { message } = r.ask(Request::Undrain {
+        virtual_server: "web".into(),
+        real_server: "127.0.0.1".into(),
+    }) else {
+        panic!("two real servers on 127.0.0.1 must be named with a port")
+    };
+    assert!(
+        message.contains("several real servers on 127.0.0.1"),
+        "{message}"
+    );
+    let Response::Drain(d) = r.ask(Request::Undrain {
+        virtual_server: "web".into(),
+        real_server: format!("127.0.0.1:{pa}"),
+    }) else {
+        panic!("undrain")
+    };
+    assert!(d.message.contains("back at weight 1"), "{d:?}");
+    assert!(dests(&r).contains(&(pa, 1)));
+
+    // B removed from the config: it leaves; the fake has no connections,
+    // so it is deleted at the first count.
+    let path = r.config.clone();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let head = text.split("[[virtual_server]]").next().unwrap().to_string();
+    std::fs::write(&path, head + &body(&[pa])).unwrap();
+    let Response::Reload(ok) = r.ask(Request::Reload) else {
+        panic!("reload")
+    };
+    assert!(ok.rejected.is_empty(), "{:?}", ok.rejected);
+    assert!(
+        wait_until(Duration::from_secs(5), || !has(&r, pb)),
+        "{:?}",
+        dests(&r)
+    );
+    let Response::Health(h) = r.ask(Request::Health) else {
+        panic!("health")
+    };
+    assert_eq!(h.virtual_servers[0].real_servers.len(), 1);
+    assert_eq!(h.checks_running, 1);
+    drop(b);
+    r.stop().unwrap();
+}
+
+#[test]
+fn auto_on_ipvs_refuses_a_reset_ipvs_cannot_keep() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("director.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[global]\nrouter_id = \"t\"\ncontrol_socket = \"{}\"\n\
+             [[virtual_server]]\nname = \"web\"\naddress = \"192.0.2.100:80\"\n\
+             on_down = \"inhibit\"\non_down_connections = \"reset\"\n",
+            dir.path().join("s.sock").display()
+        ),
+    )
+    .unwrap();
+    let e = start_error(config, || Ok(SharedFake::default()));
+    assert!(
+        e.contains("director.toml:8:23: on_down_connections = \"reset\" with on_down = \"inhibit\" is not possible on the IPVS dataplane"),
+        "{e}"
     );
 }

@@ -69,8 +69,12 @@ impl StageCell {
 }
 
 /// Why a probe failed. `Display` is the reason an operator reads.
+///
+/// Serialized adjacently tagged (`{"failure":"tls","detail":"..."}`,
+/// `{"failure":"refused"}`): an internally tagged form cannot carry the
+/// variants that hold a plain string or number.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "failure", rename_all = "snake_case")]
+#[serde(tag = "failure", content = "detail", rename_all = "snake_case")]
 pub enum Failure {
     #[error("timed out after {after:?} {stage}")]
     Timeout { after: Duration, stage: Stage },

@@ -497,3 +497,42 @@ fn bad_specs_are_rejected_before_running() {
     let err = Prepared::new(s).unwrap_err().to_string();
     assert!(err.contains("shorter than interval"), "{err}");
 }
+
+#[test]
+fn every_failure_serializes_and_reads_back() {
+    use healthcheck::Stage;
+    let all = [
+        Failure::Timeout {
+            after: Duration::from_millis(300),
+            stage: Stage::Connect,
+        },
+        Failure::Refused,
+        Failure::Io {
+            stage: Stage::Response,
+            error: "reset".into(),
+        },
+        Failure::Tls("invalid peer certificate: UnknownIssuer".into()),
+        Failure::Http("no status line".into()),
+        Failure::Status {
+            got: 503,
+            expected: "200-299".into(),
+        },
+        Failure::Body("regex \"ok\" not found".into()),
+        Failure::ScriptExit(3),
+        Failure::ScriptSignal(9),
+        Failure::ScriptSpawn("not found".into()),
+    ];
+    for f in all {
+        let json = serde_json::to_string(&f).unwrap_or_else(|e| panic!("{f:?}: {e}"));
+        let back: Failure = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{json}: {e}"));
+        assert_eq!(back, f);
+    }
+    assert_eq!(
+        serde_json::to_string(&Failure::Tls("x".into())).unwrap(),
+        r#"{"failure":"tls","detail":"x"}"#
+    );
+    assert_eq!(
+        serde_json::to_string(&Failure::Refused).unwrap(),
+        r#"{"failure":"refused"}"#
+    );
+}

@@ -507,3 +507,165 @@ fn snat_on_ipvs_is_installed_with_its_sysctls_and_follows_the_config() {
     });
     assert!(gone.is_some(), "SNAT rule left behind without [[snat]]");
 }
+
+/// Health checks on IPVS, in network namespaces inside the lab VM (the
+/// same topology as the host's netns tests, with the director's namespace
+/// running the IPVS dataplane; IPVS tables are per namespace). Two virtual
+/// servers share the real servers and their check (one probe each):
+/// `web` (port 80, `on_down = "remove"`, connections reset) and `keep`
+/// (port 81, `on_down = "inhibit"`, connections kept).
+///
+/// A real server whose link is cut leaves `web` within fall * interval +
+/// timeout and stays in `keep` at weight 0; its IPVS connection entries of
+/// `web` expire at once (the director removed the destination with
+/// `net.ipv4.vs.expire_nodest_conn = 1`; since Linux 5.9 that sweeps them
+/// right away), and a client streaming through `web` gets a reset (its
+/// next segment finds no IPVS connection, is no SYN, and reaches the
+/// director's own stack), while one through `keep` keeps its entry and
+/// hangs. The link back, it returns after rise.
+#[test]
+#[ignore = "kernel lab: needs root + IPVS; run by tests/lab/suite"]
+fn a_dead_real_server_leaves_ipvs_and_its_connections_expire() {
+    use director_tests::netns::LbTopology;
+    const ECHO: &str = env!("CARGO_BIN_EXE_echo-server");
+    const CLIENT: &str = env!("CARGO_BIN_EXE_lb-client");
+    let t = LbTopology::builder().real_servers(2).build();
+    let d0 = t.director(0);
+    // IPVS takes the VIP's packets on LOCAL_IN: the VIP is local.
+    d0.ip(&["addr", "add", "192.0.2.100/32", "dev", "lo"]);
+    let _rs: Vec<_> = (0..2)
+        .map(|j| {
+            let c = t.real_server(j).spawn(
+                ECHO,
+                &[
+                    "--name",
+                    &format!("rs{j}"),
+                    "--tcp",
+                    &format!("{}:8080", t.real_server_v4(j)),
+                ],
+            );
+            c.wait_for_line("ready", Duration::from_secs(20));
+            c
+        })
+        .collect();
+    let health =
+        "health = { kind = \"tcp\", interval = \"1s\", timeout = \"500ms\", rise = 2, fall = 2 }\n";
+    let mut body = String::new();
+    for (name, port, extra) in [("web", 80, ""), ("keep", 81, "on_down = \"inhibit\"\n")] {
+        body += &format!(
+            "[[virtual_server]]\nname = \"{name}\"\naddress = \"192.0.2.100:{port}\"\nscheduler = \"rr\"\n{health}{extra}"
+        );
+        for j in 0..2 {
+            body += &format!(
+                "[[virtual_server.real_server]]\naddress = \"{}:8080\"\n",
+                t.real_server_v4(j)
+            );
+        }
+    }
+    let d = Daemon::start_in(
+        d0,
+        "lab-health",
+        "dataplane = \"ipvs\"\nreconcile_interval = \"30s\"",
+        &body,
+    );
+    let h: serde_json::Value = serde_json::from_str(&d.ctl_ok(&["health", "--json"])).unwrap();
+    assert_eq!(h["dataplane"], "ipvs");
+    assert_eq!(
+        (h["checks_running"].as_u64(), h["check_uses"].as_u64()),
+        (Some(2), Some(4))
+    );
+
+    // One streaming client per virtual server, both on real server `dead`.
+    let trickle = |port: u16, want: Option<&str>| loop {
+        let c = t.client().spawn(
+            CLIENT,
+            &[
+                "trickle",
+                "--target",
+                &format!("192.0.2.100:{port}"),
+                "--every-ms",
+                "100",
+            ],
+        );
+        let greeting = c.expect_line(Duration::from_secs(20));
+        let name = greeting.split_whitespace().next().unwrap_or("").to_string();
+        if want.is_none_or(|w| w == name) {
+            return (c, name);
+        }
+    };
+    let (web_client, dead) = trickle(80, None);
+    let (keep_client, _) = trickle(81, Some(&dead));
+    let j: usize = dead[2..].parse().expect("rsN");
+    let addr = format!("{}:8080", t.real_server_v4(j));
+    let conns_to_dead = |port: u16| {
+        d0.exec("ipvsadm", &["-Lnc"])
+            .lines()
+            .filter(|l| l.contains(&format!("192.0.2.100:{port}")) && l.contains(&addr))
+            .count()
+    };
+    assert_eq!((conns_to_dead(80), conns_to_dead(81)), (1, 1));
+    std::thread::sleep(Duration::from_millis(300));
+
+    let cut = std::time::Instant::now();
+    t.real_server(j).ip(&["link", "set", "eth0", "down"]);
+    let in_web = || {
+        d0.exec("ipvsadm", &["-Ln", "-t", "192.0.2.100:80"])
+            .contains(&addr)
+    };
+    wait_for(Duration::from_secs(20), || (!in_web()).then_some(()))
+        .unwrap_or_else(|| panic!("{addr} never left web\n{}", d.log_text()));
+    let left = cut.elapsed().as_secs_f64();
+    println!("ipvs: {addr} left web {left:.3} s after its link was cut (bound 2.5 s; TCG VM)");
+    assert!(left <= 2.5 + 2.0, "left after {left:.3} s");
+    let keep_listing = d0.exec("ipvsadm", &["-Ln", "-t", "192.0.2.100:81"]);
+    assert!(
+        keep_listing
+            .lines()
+            .any(|l| l.contains(&addr) && l.split_whitespace().nth(3) == Some("0")),
+        "inhibit keeps it at weight 0:\n{keep_listing}"
+    );
+    // Its connection entries of `web` are gone at once; `keep`'s stays.
+    let expired = wait_for(Duration::from_secs(2), || {
+        (conns_to_dead(80) == 0).then_some(())
+    });
+    assert!(
+        expired.is_some(),
+        "web's connection to {addr} did not expire:\n{}",
+        d0.exec("ipvsadm", &["-Lnc"])
+    );
+    println!(
+        "ipvs: web's connection entry to {addr} gone {:.3} s after the cut",
+        cut.elapsed().as_secs_f64()
+    );
+    assert_eq!(conns_to_dead(81), 1, "keep's entry stays");
+    let error = web_client
+        .line(Duration::from_secs(15))
+        .unwrap_or_else(|| panic!("the web client never learned\n{}", d.log_text()));
+    println!(
+        "ipvs: web client: {error:?} {:.3} s after the cut",
+        cut.elapsed().as_secs_f64()
+    );
+    assert!(
+        error.starts_with("error ") && error.contains("reset"),
+        "{error}"
+    );
+    assert_eq!(
+        keep_client.line(Duration::from_secs(2)),
+        None,
+        "keep's client hangs"
+    );
+    let log = d.log_text();
+    assert!(
+        log.contains("connections_reset") && log.contains("expired by IPVS"),
+        "{log}"
+    );
+
+    // Back after rise, in both.
+    t.real_server(j).ip(&["link", "set", "eth0", "up"]);
+    wait_for(Duration::from_secs(20), || in_web().then_some(()))
+        .unwrap_or_else(|| panic!("{addr} never came back\n{}", d.log_text()));
+    println!(
+        "ipvs: {addr} back in web {:.3} s after the cut",
+        cut.elapsed().as_secs_f64()
+    );
+}

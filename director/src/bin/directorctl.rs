@@ -93,6 +93,32 @@ enum Command {
         #[arg(long, requires = "follow", value_name = "SEQ")]
         since: Option<u64>,
     },
+    /// Health checks: per virtual server its pool (up/total, quorum, sorry
+    /// server), per real server its state and weight, per check its state,
+    /// last result, consecutive counts and last change.
+    Health {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Weight 0 for a real server: established connections are kept, new
+    /// ones go to the others (`ipvsadm -e ... -w 0`, but kept across
+    /// reloads until `undrain`).
+    Drain {
+        /// Virtual server name (`virtual_server.name`).
+        #[arg(value_name = "VS")]
+        virtual_server: String,
+        /// Real server as IP:PORT (or IP when unique in the virtual server).
+        #[arg(value_name = "RS")]
+        real_server: String,
+    },
+    /// Ends a drain: the real server is back at its configured weight
+    /// (if its health checks pass).
+    Undrain {
+        #[arg(value_name = "VS")]
+        virtual_server: String,
+        #[arg(value_name = "RS")]
+        real_server: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -110,9 +136,26 @@ fn main() -> ExitCode {
         Command::Conns { .. } => Request::Conns,
         Command::Reload => Request::Reload,
         Command::Vrrp { .. } => Request::Vrrp,
+        Command::Health { .. } => Request::Health,
+        Command::Drain {
+            virtual_server,
+            real_server,
+        } => Request::Drain {
+            virtual_server: virtual_server.clone(),
+            real_server: real_server.clone(),
+        },
+        Command::Undrain {
+            virtual_server,
+            real_server,
+        } => Request::Undrain {
+            virtual_server: virtual_server.clone(),
+            real_server: real_server.clone(),
+        },
     };
     let timeout = match req {
-        Request::Reload => Duration::from_secs(600),
+        Request::Reload | Request::Drain { .. } | Request::Undrain { .. } => {
+            Duration::from_secs(600)
+        }
         _ => Duration::from_secs(60),
     };
     let response = match control::request(&cli.socket, &req, timeout) {
@@ -221,6 +264,37 @@ fn main() -> ExitCode {
                 print!("{}", director::format::vrrp(&snap));
             }
             ExitCode::SUCCESS
+        }
+        (Command::Health { json }, Response::Health(reply)) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&reply).unwrap_or_default()
+                );
+            } else {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs_f64())
+                    .unwrap_or(0.0);
+                print!("{}", director::format::health(&reply, now));
+            }
+            ExitCode::SUCCESS
+        }
+        (Command::Drain { .. } | Command::Undrain { .. }, Response::Drain(r)) => {
+            println!("{}", r.message);
+            match r.last_pass {
+                Some(p) if !p.errors.is_empty() => {
+                    println!(
+                        "the pass that applied it reported {} errors:",
+                        p.errors.len()
+                    );
+                    for e in &p.errors {
+                        println!("  {e}");
+                    }
+                    ExitCode::FAILURE
+                }
+                _ => ExitCode::SUCCESS,
+            }
         }
         (Command::Reload, Response::Reload(r)) => {
             if !r.rejected.is_empty() {

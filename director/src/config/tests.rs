@@ -1790,3 +1790,30 @@ fn example_nftables_toml_parses_for_the_nftables_dataplane() {
         "{e}"
     );
 }
+
+#[test]
+fn ipvs_refuses_a_reset_it_cannot_keep_at_weight_zero() {
+    let text = vs("on_down = \"inhibit\"\non_down_connections = \"reset\"\n");
+    // Fine where the dataplane is not known yet, and on nftables (it
+    // deletes the conntrack entries of a weight-0 server as well).
+    ok(&text);
+    let e = parse_for(&text, "t.toml", Some(DataplaneChoice::Ipvs))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "t.toml:7:23: on_down_connections = \"reset\" with on_down = \"inhibit\" is not possible on the \
+         IPVS dataplane: IPVS expires a failed real server's connections only when the server is removed \
+         (net.ipv4.vs.expire_nodest_conn), not at weight 0; use on_down = \"remove\", or \
+         on_down_connections = \"keep\""
+    );
+    // The defaults (remove + reset, inhibit + keep) are what IPVS can do.
+    for body in [
+        "",
+        "on_down = \"inhibit\"\n",
+        "on_down_connections = \"reset\"\n",
+    ] {
+        parse_for(&vs(body), "t.toml", Some(DataplaneChoice::Ipvs))
+            .unwrap_or_else(|e| panic!("{body}: {e}"));
+    }
+}

@@ -462,8 +462,12 @@ pub(crate) fn validate(
     let virtual_servers = virtual_servers(&mut cx, raw.virtual_server.as_deref().unwrap_or(&[]));
     let snat = snats(&mut cx, raw.snat.as_deref().unwrap_or(&[]));
     let ctsync = raw.ctsync.as_ref().and_then(|c| ctsync(&mut cx, c));
-    if force_dataplane.unwrap_or(global.dataplane) == DataplaneChoice::Nftables {
-        nftables_limits(&mut cx, raw.virtual_server.as_deref().unwrap_or(&[]));
+    match force_dataplane.unwrap_or(global.dataplane) {
+        DataplaneChoice::Nftables => {
+            nftables_limits(&mut cx, raw.virtual_server.as_deref().unwrap_or(&[]))
+        }
+        DataplaneChoice::Ipvs => ipvs_limits(&mut cx, raw.virtual_server.as_deref().unwrap_or(&[])),
+        DataplaneChoice::Auto => {}
     }
     if !cx.errs.is_empty() {
         return Err(cx.errs);
@@ -1493,6 +1497,37 @@ pub const NFTABLES_SCHEDULERS: &[&str] = &["rr", "wrr", "sh", "mh"];
 /// features with no nftables equivalent are refused rather than silently
 /// approximated: an operator moving a keepalived config over must learn
 /// that `wlc` is not least-connection here.
+/// What IPVS cannot do that the config can say.
+fn ipvs_limits(cx: &mut Ctx<'_>, raws: &[S<RawVirtualServer>]) {
+    for vs in raws {
+        let r = vs.get_ref();
+        // On IPVS the connections of a failed real server follow from how
+        // it leaves, not from a separate choice: IPVS has no netlink
+        // command to delete connection entries, and
+        // net.ipv4.vs.expire_nodest_conn (one switch for the whole
+        // kernel, which the director sets to 1) expires those of a removed
+        // destination and only those: a weight-0 one is still available
+        // (ipvs-sysctl.rst; ip_vs_core.c checks IP_VS_DEST_F_AVAILABLE).
+        // So remove = reset and inhibit = keep; the crossed pairs are
+        // promises IPVS cannot keep.
+        let on_down = r.on_down.as_ref().map(|v| v.get_ref().as_str());
+        let Some(conns) = r.on_down_connections.as_ref() else {
+            continue;
+        };
+        match (on_down.unwrap_or("remove"), conns.get_ref().as_str()) {
+            ("inhibit", "reset") => cx.err(
+                conns.span(),
+                "on_down_connections = \"reset\" with on_down = \"inhibit\" is not possible on the IPVS dataplane: IPVS expires a failed real server's connections only when the server is removed (net.ipv4.vs.expire_nodest_conn), not at weight 0; use on_down = \"remove\", or on_down_connections = \"keep\"",
+            ),
+            ("remove", "keep") => cx.err(
+                conns.span(),
+                "on_down_connections = \"keep\" with on_down = \"remove\" is not possible on the IPVS dataplane: the kernel expires the connections of a removed real server (net.ipv4.vs.expire_nodest_conn = 1, which the director sets for every service; without it their packets would be dropped until they time out); use on_down = \"inhibit\" to keep them at weight 0",
+            ),
+            _ => {}
+        }
+    }
+}
+
 fn nftables_limits(cx: &mut Ctx<'_>, raws: &[S<RawVirtualServer>]) {
     const WHY: &str = "on the nftables dataplane";
     const HINT: &str = "use dataplane = \"ipvs\" on a kernel with IPVS";

@@ -198,4 +198,54 @@ impl crate::nft::FlowSource for ConntrackFlows {
             })
             .collect())
     }
+
+    /// One dump, then one ctnetlink delete per entry of a target (by its
+    /// original tuple and zone, exactly as `conntrack -D` does). An entry
+    /// gone meanwhile (ENOENT) is not a failure; any other refusal is
+    /// reported after the rest were tried.
+    fn delete_flows(
+        &mut self,
+        targets: &[(crate::model::ServiceKey, crate::model::DestKey)],
+    ) -> Result<Vec<usize>, String> {
+        let mut deleted = vec![0; targets.len()];
+        if targets.is_empty() {
+            return Ok(deleted);
+        }
+        let mut sock =
+            super::ConntrackSocket::open().map_err(|e| format!("conntrack socket: {e}"))?;
+        let entries = sock
+            .dump(None)
+            .map_err(|e| format!("conntrack dump: {e}"))?;
+        let mut failed = 0usize;
+        let mut first_error = None;
+        for ct in &entries {
+            let (Some(dport), Some(sport)) = (ct.orig.dst_port, ct.reply.src_port) else {
+                continue;
+            };
+            let flow = crate::nft::Flow {
+                protocol: ct.orig.protocol,
+                orig_dst: SocketAddr::new(ct.orig.dst, dport),
+                reply_src: SocketAddr::new(ct.reply.src, sport),
+                tcp_established: ct.is_tcp_established(),
+            };
+            let Some(i) = targets.iter().position(|(s, d)| flow.served_by(s, d)) else {
+                continue;
+            };
+            match sock.delete(&ct.orig, ct.zone) {
+                Ok(()) => deleted[i] += 1,
+                Err(super::ConntrackError::NotFound) => {}
+                Err(e) => {
+                    failed += 1;
+                    first_error.get_or_insert(e.to_string());
+                }
+            }
+        }
+        match first_error {
+            None => Ok(deleted),
+            Some(e) => Err(format!(
+                "{failed} conntrack entries could not be deleted ({} were): {e}",
+                deleted.iter().sum::<usize>()
+            )),
+        }
+    }
 }

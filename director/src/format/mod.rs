@@ -87,6 +87,7 @@
 //! arrive in another order (see `format::sort` (private)).
 
 mod conn;
+mod health;
 mod sort;
 mod vrrp;
 
@@ -96,6 +97,7 @@ mod golden;
 mod tests;
 
 pub use conn::{connections, parse_connections, Conn, ConnOptions};
+pub use health::{age, health};
 pub use vrrp::{vrrp, vrrp_event, vrrp_follow_banner, vrrp_lost};
 
 use crate::model::{

@@ -8,6 +8,7 @@
 //! the dump.
 
 use super::nfnl::{self, FastCmd, NfnlError};
+use crate::model::{DestKey, ServiceKey};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -307,9 +308,39 @@ pub struct Flow {
     pub tcp_established: bool,
 }
 
-/// Where the dataplane reads connection-tracking entries from.
+impl Flow {
+    /// Whether this flow is a connection of `service` that was DNATed to
+    /// real server `dest`: what the nftables dataplane counts as that
+    /// destination's connections and what cleaning up a dead destination
+    /// deletes. The answer must come from `dest` (port 0: any port) for a
+    /// client that addressed the service (its protocol, VIP and port; port
+    /// 0: any). A fwmark service has no address to compare and conntrack
+    /// does not keep the packet mark it was chosen by, so for it the real
+    /// server alone decides.
+    pub fn served_by(&self, service: &ServiceKey, dest: &DestKey) -> bool {
+        let dnat = self.reply_src != self.orig_dst;
+        let from_dest = self.reply_src.ip() == dest.addr
+            && (dest.port == 0 || self.reply_src.port() == dest.port);
+        let to_service = match service {
+            ServiceKey::Inet { protocol, addr } => {
+                u16::from(self.protocol) == protocol.number()
+                    && self.orig_dst.ip() == addr.ip()
+                    && (addr.port() == 0 || self.orig_dst.port() == addr.port())
+            }
+            ServiceKey::Fwmark { .. } => true,
+        };
+        dnat && from_dest && to_service
+    }
+}
+
+/// Where the dataplane reads connection-tracking entries from, and deletes
+/// those of a dead real server.
 pub trait FlowSource: Send {
     fn flows(&mut self) -> Result<Vec<Flow>, String>;
+    /// Deletes the flows [`Flow::served_by`] each of `targets`; returns how
+    /// many were deleted per target. Entries that vanish meanwhile (closed,
+    /// timed out) are not errors.
+    fn delete_flows(&mut self, targets: &[(ServiceKey, DestKey)]) -> Result<Vec<usize>, String>;
 }
 
 /// A fixed list of flows (tests, benchmarks, hosts without conntrack).
@@ -320,11 +351,69 @@ impl FlowSource for FixedFlows {
     fn flows(&mut self) -> Result<Vec<Flow>, String> {
         Ok(self.0.clone())
     }
+
+    fn delete_flows(&mut self, targets: &[(ServiceKey, DestKey)]) -> Result<Vec<usize>, String> {
+        let mut deleted = vec![0; targets.len()];
+        self.0.retain(
+            |f| match targets.iter().position(|(s, d)| f.served_by(s, d)) {
+                Some(i) => {
+                    deleted[i] += 1;
+                    false
+                }
+                None => true,
+            },
+        );
+        Ok(deleted)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flows_of_a_service_and_destination() {
+        let tcp80 = ServiceKey::Inet {
+            protocol: crate::model::Protocol::Tcp,
+            addr: "192.0.2.1:80".parse().unwrap(),
+        };
+        let any_port = ServiceKey::Inet {
+            protocol: crate::model::Protocol::Tcp,
+            addr: "192.0.2.1:0".parse().unwrap(),
+        };
+        let fwm = ServiceKey::Fwmark {
+            family: crate::model::Family::V4,
+            mark: 7,
+        };
+        let dest = DestKey {
+            addr: "10.0.0.1".parse().unwrap(),
+            port: 8080,
+        };
+        let flow = |proto: u8, dst: &str, src: &str| Flow {
+            protocol: proto,
+            orig_dst: dst.parse().unwrap(),
+            reply_src: src.parse().unwrap(),
+            tcp_established: true,
+        };
+        let f = flow(6, "192.0.2.1:80", "10.0.0.1:8080");
+        assert!(f.served_by(&tcp80, &dest));
+        assert!(f.served_by(&any_port, &dest));
+        assert!(f.served_by(&fwm, &dest));
+        assert!(f.served_by(&tcp80, &DestKey { port: 0, ..dest }));
+        // Another real server, port, protocol, VIP or service port: not it.
+        assert!(!flow(6, "192.0.2.1:80", "10.0.0.2:8080").served_by(&tcp80, &dest));
+        assert!(!flow(6, "192.0.2.1:80", "10.0.0.1:8081").served_by(&tcp80, &dest));
+        assert!(!flow(17, "192.0.2.1:80", "10.0.0.1:8080").served_by(&tcp80, &dest));
+        assert!(!flow(6, "192.0.2.2:80", "10.0.0.1:8080").served_by(&tcp80, &dest));
+        assert!(!flow(6, "192.0.2.1:81", "10.0.0.1:8080").served_by(&tcp80, &dest));
+        // Not translated: a client talking to the real server directly.
+        let direct = flow(6, "10.0.0.1:8080", "10.0.0.1:8080");
+        assert!(!direct.served_by(&fwm, &dest));
+
+        let mut fixed = FixedFlows(vec![f, flow(6, "192.0.2.1:80", "10.0.0.2:8080"), f]);
+        assert_eq!(fixed.delete_flows(&[(tcp80, dest)]), Ok(vec![2]));
+        assert_eq!(fixed.0.len(), 1);
+    }
 
     #[test]
     fn error_lines_are_read_from_nft_stderr() {

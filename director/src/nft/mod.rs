@@ -149,9 +149,9 @@ pub mod status;
 pub use compile::Scope;
 pub use exec::{FixedFlows, Flow, FlowSource, NftCli, NftError, NftExec};
 
-use crate::dataplane::{Dataplane, DataplaneKind, DataplaneStatus, PassInput};
+use crate::dataplane::{ConnectionReset, Dataplane, DataplaneKind, DataplaneStatus, PassInput};
 use crate::kernel::KernelError;
-use crate::model::{IpvsOp, KernelTable, ServiceKey};
+use crate::model::{DestKey, IpvsOp, KernelTable, ServiceKey};
 use crate::reconcile::{self, OpFailure, PassReport};
 use model::{Owner, Ruleset};
 use plan::Cmd;
@@ -378,6 +378,41 @@ impl Dataplane for NftDataplane {
             detail,
         })?;
         Ok(status::table(rs.as_ref(), &flows))
+    }
+
+    /// Deletes their conntrack entries (see
+    /// [`crate::dataplane::ConnectionReset::Deleted`]).
+    fn reset_connections(
+        &mut self,
+        targets: &[(ServiceKey, DestKey)],
+    ) -> Result<Vec<ConnectionReset>, KernelError> {
+        self.flows
+            .delete_flows(targets)
+            .map(|v| v.into_iter().map(ConnectionReset::Deleted).collect())
+            .map_err(|detail| KernelError::Io {
+                what: "deleting conntrack entries".to_string(),
+                detail,
+            })
+    }
+
+    /// Counted from one conntrack dump (no nft call).
+    fn active_connections(
+        &mut self,
+        targets: &[(ServiceKey, DestKey)],
+    ) -> Result<Vec<u64>, KernelError> {
+        let flows = self.flows.flows().map_err(|detail| KernelError::Io {
+            what: "conntrack dump".to_string(),
+            detail,
+        })?;
+        Ok(targets
+            .iter()
+            .map(|(s, d)| {
+                flows
+                    .iter()
+                    .filter(|f| f.tcp_established && f.served_by(s, d))
+                    .count() as u64
+            })
+            .collect())
     }
 }
 

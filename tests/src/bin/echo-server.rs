@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! echo-server --name rs1 [--tcp ADDR:PORT]... [--udp ADDR:PORT]... [--http ADDR:PORT]...
+//!             [--https ADDR:PORT --tls-name DNSNAME --tls-cert-out FILE]
 //! ```
 //!
 //! - TCP: on accept writes `"<name> <peer_ip>:<peer_port>\n"`, then answers
@@ -9,17 +10,21 @@
 //! - UDP: answers each datagram with `"<name> <peer_ip>:<peer_port>"`.
 //! - HTTP: answers any request with 200, `Connection: close` and body
 //!   `"<name> <peer_ip>:<peer_port>\n"`.
+//! - HTTPS: the same over TLS (rustls), with a self-signed certificate for
+//!   `--tls-name` made at startup (rcgen) and written as PEM to
+//!   `--tls-cert-out`, so a client can trust exactly it.
 //!
 //! IPv6 addresses are written `[..]:port`; IPv4-mapped peers are reported
 //! as IPv4. Prints `ready` on stdout once every socket listens.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::thread;
 
 const USAGE: &str =
-    "usage: echo-server --name NAME [--tcp ADDR:PORT]... [--udp ADDR:PORT]... [--http ADDR:PORT]...";
+    "usage: echo-server --name NAME [--tcp ADDR:PORT]... [--udp ADDR:PORT]... [--http ADDR:PORT]... [--https ADDR:PORT --tls-name DNSNAME --tls-cert-out FILE]";
 
 fn peer_text(peer: SocketAddr) -> String {
     let ip = match peer.ip() {
@@ -42,8 +47,13 @@ fn serve_tcp(name: &str, mut stream: TcpStream, peer: SocketAddr) -> std::io::Re
     Ok(())
 }
 
-fn serve_http(name: &str, mut stream: TcpStream, peer: SocketAddr) -> std::io::Result<()> {
-    let mut reader = BufReader::new(stream.try_clone()?);
+fn serve_http(name: &str, stream: TcpStream, peer: SocketAddr) -> std::io::Result<()> {
+    http_exchange(name, stream, peer).map(|_| ())
+}
+
+/// Reads one request, answers it; returns the stream.
+fn http_exchange<S: Read + Write>(name: &str, stream: S, peer: SocketAddr) -> std::io::Result<S> {
+    let mut reader = BufReader::new(stream);
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
     loop {
@@ -61,8 +71,47 @@ fn serve_http(name: &str, mut stream: TcpStream, peer: SocketAddr) -> std::io::R
         "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
+    let mut stream = reader.into_inner();
     stream.write_all(resp.as_bytes())?;
-    stream.flush()
+    stream.flush()?;
+    Ok(stream)
+}
+
+/// The HTTP exchange over TLS, then close_notify.
+fn serve_https(
+    name: &str,
+    stream: TcpStream,
+    peer: SocketAddr,
+    config: Arc<rustls::ServerConfig>,
+) -> std::io::Result<()> {
+    // A client that never finishes its handshake or request must not
+    // hold the thread forever.
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    let conn = rustls::ServerConnection::new(config).map_err(std::io::Error::other)?;
+    let tls = rustls::StreamOwned::new(conn, stream);
+    let mut tls = http_exchange(name, tls, peer)?;
+    tls.conn.send_close_notify();
+    tls.flush()
+}
+
+/// A self-signed certificate for `dns_name`, its PEM written to `pem_out`.
+fn tls_config(dns_name: &str, pem_out: &str) -> Result<Arc<rustls::ServerConfig>, String> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let ck = rcgen::generate_simple_self_signed(vec![dns_name.to_string()])
+        .map_err(|e| format!("certificate for {dns_name}: {e}"))?;
+    std::fs::write(pem_out, ck.cert.pem()).map_err(|e| format!("write {pem_out}: {e}"))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| format!("TLS versions: {e}"))?
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![CertificateDer::from(ck.cert.der().to_vec())],
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.key_pair.serialize_der())),
+    )
+    .map_err(|e| format!("TLS certificate: {e}"))?;
+    Ok(Arc::new(config))
 }
 
 fn accept_loop(
@@ -105,6 +154,9 @@ fn main() -> ExitCode {
     let mut tcp = Vec::new();
     let mut udp = Vec::new();
     let mut http = Vec::new();
+    let mut https = Vec::new();
+    let mut tls_name = None;
+    let mut tls_out = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let Some(v) = args.next() else {
@@ -116,6 +168,15 @@ fn main() -> ExitCode {
                 name = Some(v);
                 continue;
             }
+            "--tls-name" => {
+                tls_name = Some(v);
+                continue;
+            }
+            "--tls-cert-out" => {
+                tls_out = Some(v);
+                continue;
+            }
+            "--https" => &mut https,
             "--tcp" => &mut tcp,
             "--udp" => &mut udp,
             "--http" => &mut http,
@@ -136,12 +197,50 @@ fn main() -> ExitCode {
         eprintln!("echo-server: --name is required\n{USAGE}");
         return ExitCode::from(2);
     };
-    if tcp.is_empty() && udp.is_empty() && http.is_empty() {
+    if tcp.is_empty() && udp.is_empty() && http.is_empty() && https.is_empty() {
         eprintln!("echo-server: nothing to listen on\n{USAGE}");
         return ExitCode::from(2);
     }
 
     let mut threads = Vec::new();
+    if !https.is_empty() {
+        let (Some(dns), Some(out)) = (&tls_name, &tls_out) else {
+            eprintln!("echo-server: --https needs --tls-name and --tls-cert-out\n{USAGE}");
+            return ExitCode::from(2);
+        };
+        let config = match tls_config(dns, out) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("echo-server {name}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        for addr in &https {
+            let listener = match TcpListener::bind(addr) {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("echo-server {name}: listen on {addr}: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let name = name.clone();
+            let config = Arc::clone(&config);
+            threads.push(thread::spawn(move || loop {
+                match listener.accept() {
+                    Ok((stream, peer)) => {
+                        let name = name.clone();
+                        let config = Arc::clone(&config);
+                        thread::spawn(move || {
+                            if let Err(e) = serve_https(&name, stream, peer, config) {
+                                eprintln!("echo-server {name}: {peer}: {e}");
+                            }
+                        });
+                    }
+                    Err(e) => eprintln!("echo-server {name}: accept: {e}"),
+                }
+            }));
+        }
+    }
     for (addrs, serve) in [
         (&tcp, serve_tcp as fn(&str, TcpStream, SocketAddr) -> _),
         (&http, serve_http as fn(&str, TcpStream, SocketAddr) -> _),

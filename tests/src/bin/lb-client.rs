@@ -23,6 +23,13 @@
 //! line on stdin sends it and prints the reply line. If the connection
 //! breaks (error, EOF, or no reply within the timeout) it prints
 //! `error: ...` and exits 1; at EOF on stdin it exits 0.
+//!
+//! `trickle` opens one TCP connection, prints the greeting, then writes a
+//! line every `--every-ms` (default 100) without waiting for replies (a
+//! thread reads them), like a client streaming to a server that may die.
+//! The first failure of either direction (reset, EOF, send error) prints
+//! `error <unix_ms> <what>` and exits 1: the moment the client learned.
+//! It never gives up by itself; the caller kills it.
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::collections::BTreeMap;
@@ -31,7 +38,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
 use std::process::ExitCode;
 use std::time::Duration;
 
-const USAGE: &str = "usage: lb-client spread --target ADDR:PORT --count N [--udp | --http] [--bind IP[:PORT]] [--timeout-ms T]\n       lb-client session --target ADDR:PORT [--bind IP[:PORT]] [--timeout-ms T]";
+const USAGE: &str = "usage: lb-client spread --target ADDR:PORT --count N [--udp | --http] [--bind IP[:PORT]] [--timeout-ms T]\n       lb-client session --target ADDR:PORT [--bind IP[:PORT]] [--timeout-ms T]\n       lb-client trickle --target ADDR:PORT [--every-ms N] [--bind IP[:PORT]] [--timeout-ms T]";
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -46,6 +53,7 @@ struct Opts {
     mode: Mode,
     bind: Option<SocketAddr>,
     timeout: Duration,
+    every: Duration,
 }
 
 fn parse_bind(v: &str) -> Result<SocketAddr, String> {
@@ -66,6 +74,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
     let mut mode = Mode::Tcp;
     let mut bind = None;
     let mut timeout = Duration::from_millis(2000);
+    let mut every = Duration::from_millis(100);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut val = || it.next().ok_or_else(|| format!("{a} needs a value"));
@@ -87,6 +96,11 @@ fn parse(args: &[String]) -> Result<Opts, String> {
                 timeout =
                     Duration::from_millis(v.parse().map_err(|e| format!("--timeout-ms {v}: {e}"))?);
             }
+            "--every-ms" => {
+                let v = val()?;
+                every =
+                    Duration::from_millis(v.parse().map_err(|e| format!("--every-ms {v}: {e}"))?);
+            }
             "--udp" => mode = Mode::Udp,
             "--http" => mode = Mode::Http,
             _ => return Err(format!("unknown argument {a}")),
@@ -104,6 +118,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         mode,
         bind,
         timeout,
+        every,
     })
 }
 
@@ -274,6 +289,68 @@ fn session(o: &Opts) -> Result<(), String> {
     Ok(())
 }
 
+fn unix_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+}
+
+/// See the module docs: never returns Ok while the connection works.
+fn trickle(o: &Opts) -> Result<(), String> {
+    let s = connect(o).map_err(|e| format!("connect to {}: {e}", o.target))?;
+    let mut writer = s.try_clone().map_err(|e| format!("socket: {e}"))?;
+    let mut reader = BufReader::new(s);
+    let mut line = String::new();
+    match reader.read_line(&mut line) {
+        Ok(0) => return Err("greeting: connection closed by peer".into()),
+        Ok(_) => {}
+        Err(e) => return Err(format!("greeting: {e}")),
+    }
+    let mut out = std::io::stdout();
+    write!(out, "{line}")
+        .and_then(|()| out.flush())
+        .map_err(|e| format!("stdout: {e}"))?;
+    // Replies may stop coming at any time: the reader blocks for as long
+    // as the kernel keeps the connection.
+    reader
+        .get_ref()
+        .set_read_timeout(None)
+        .map_err(|e| format!("socket: {e}"))?;
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || loop {
+        line.clear();
+        match reader.read_line(&mut line) {
+            Ok(0) => {
+                let _ = tx.send(format!(
+                    "error {} read: connection closed by peer",
+                    unix_ms()
+                ));
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let _ = tx.send(format!("error {} read: {e}", unix_ms()));
+                return;
+            }
+        }
+    });
+    let mut n: u64 = 0;
+    loop {
+        if let Ok(e) = rx.try_recv() {
+            return Err(e);
+        }
+        n += 1;
+        if let Err(e) = writer.write_all(format!("tick {n}\n").as_bytes()) {
+            // A reset seen by the reader first says more: prefer it.
+            return Err(rx
+                .recv_timeout(Duration::from_millis(50))
+                .unwrap_or_else(|_| format!("error {} send: {e}", unix_ms())));
+        }
+        std::thread::sleep(o.every);
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some((cmd, rest)) = args.split_first() else {
@@ -292,6 +369,13 @@ fn main() -> ExitCode {
             println!("{}", spread(&opts));
             ExitCode::SUCCESS
         }
+        "trickle" if opts.mode == Mode::Tcp => match trickle(&opts) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                println!("{e}");
+                ExitCode::FAILURE
+            }
+        },
         "session" if opts.mode == Mode::Tcp => match session(&opts) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
