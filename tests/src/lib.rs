@@ -14,6 +14,10 @@
 //!   `tests/netns_harness.rs` tests the harness itself.
 //! - `src/keepalived.rs`: keepalived in one of those namespaces, the peer of
 //!   the VRRP interop tests and the yardstick of the takeover benchmark.
+//! - `src/bin/vrrp-bench.rs`: that benchmark (issue 4): takeover after
+//!   `kill -9` and stability under CPU saturation, director and keepalived
+//!   side by side, observed from outside (rtnetlink, AF_PACKET); not part
+//!   of any test run (README "VRRP takeover").
 //! - this file: helpers to run the real `director`/`directorctl`/`ipvsadm`
 //!   binaries as a user would.
 
