@@ -70,8 +70,12 @@ impl Keepalived {
         let child = Command::new("ip")
             .args(["netns", "exec", &self.netns])
             .arg(binary())
-            // No fork to background, log to stderr, detailed, VRRP only.
-            .args(["-n", "-l", "-D", "-P", "-f"])
+            // No fork to background, log to stderr, detailed, VRRP only,
+            // and not to syslog as well: without /dev/log (these hosts
+            // have none) glibc's syslog falls back to /dev/console, here
+            // a serial console, which costs ~1.5 ms per line and blocks
+            // keepalived outright when the console's buffer is full.
+            .args(["-n", "-l", "-D", "-P", "-G", "-f"])
             .arg(self.file("keepalived.conf"))
             .arg("-p")
             .arg(self.file("keepalived.pid"))

@@ -19,6 +19,10 @@
 //! - `src/vrrp.rs`: helpers of the VRRP tests (`tests/vrrp_*.rs`): instance
 //!   state from `directorctl vrrp --json`, addresses in a namespace,
 //!   tcpdump captures.
+//! - `src/bin/vrrp-bench.rs`: that benchmark (issue 4): takeover after
+//!   `kill -9` and stability under CPU saturation, director and keepalived
+//!   side by side, observed from outside (rtnetlink, AF_PACKET); not part
+//!   of any test run (README "VRRP takeover").
 //! - this file: helpers to run the real `director`/`directorctl`/`ipvsadm`
 //!   binaries as a user would.
 
