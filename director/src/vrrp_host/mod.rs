@@ -460,7 +460,9 @@ async fn run_thread(
     // reading for followers and metrics (to the millisecond).
     let epoch = SystemTime::now();
     let driver = match Driver::new(prepared.specs, prepared.groups, sinks, events_tx) {
-        Ok(d) => d,
+        // This thread is the driver's alone: it may block for the last
+        // 2 ms of a timer to fire it on time (see with_precise_timers).
+        Ok(d) => d.with_precise_timers(),
         Err(e) => {
             let _ = started.send(Err(e.to_string()));
             return;
