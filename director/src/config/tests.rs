@@ -632,13 +632,25 @@ fn vrrp_keepalived_keys_default_like_keepalived() {
 }
 
 #[test]
+fn vrrp_accept_false_is_refused_not_ignored() {
+    assert_eq!(
+        errors(&format!(
+            "{G}[[vrrp_instance]]\nname = \"VI_1\"\ninterface = \"eth1\"\nvrid = 51\npriority = 150\n\
+             virtual_ipaddresses = [\"192.0.2.100/32\"]\naccept = false\n"
+        )),
+        "t.toml:9:10: accept = false in vrrp_instance \"VI_1\" is not supported: director's VIPs carry \
+         load-balanced traffic, which Accept_Mode off (RFC 5798 6.4.3) would drop; remove the key"
+    );
+}
+
+#[test]
 fn vrrp_keepalived_keys_are_mapped() {
     let c = ok(&format!(
         "{G}[[vrrp_script]]\nname = \"chk_haproxy\"\nscript = [\"/usr/bin/pgrep\", \"-x\", \"haproxy\"]\n\
          interval = \"2s\"\ntimeout = \"500ms\"\nweight = -30\nrise = 2\nfall = 3\n\
          [[vrrp_script]]\nname = \"chk_disk\"\nscript = [\"/usr/local/bin/chk-disk\"]\n\
          [[vrrp_instance]]\nname = \"VI_1\"\ninterface = \"eth1\"\nvrid = 51\npriority = 150\nversion = 2\n\
-         virtual_ipaddresses = [\"192.0.2.100/32\"]\naccept = false\nshutdown_priority_zero = false\n\
+         virtual_ipaddresses = [\"192.0.2.100/32\"]\naccept = true\nshutdown_priority_zero = false\n\
          garp_master_delay = \"10s\"\ngarp_master_repeat = 3\ngarp_master_refresh = \"60s\"\n\
          garp_master_refresh_repeat = 2\ngarp_lower_prio_repeat = 0\n\
          unicast_peers = [\"192.0.2.2\"]\nunicast_src_ip = \"192.0.2.1\"\n\
@@ -677,7 +689,7 @@ fn vrrp_keepalived_keys_are_mapped() {
         ]
     );
     let v = &c.vrrp_instances[0];
-    assert!(!v.accept);
+    assert!(v.accept);
     assert!(!v.shutdown_priority_zero);
     assert_eq!(
         v.garp,

@@ -724,6 +724,17 @@ fn vrrp(
         }
 
         let accept = r.accept.as_ref().map(|v| *v.get_ref()).unwrap_or(true);
+        // Accept_Mode off (RFC 5798 6.4.3: a non-owner master "MUST NOT
+        // accept packets addressed to the IPvX address(es)") would have to
+        // drop the very traffic a load balancer exists for: IPVS takes VIP
+        // packets at LOCAL_IN, after local acceptance. keepalived users
+        // meet it as vrrp_strict breaking LVS. Refused rather than ignored.
+        if let (Some(v), false) = (&r.accept, accept) {
+            cx.err(
+                v.span(),
+                format!("accept = false in vrrp_instance \"{}\" is not supported: director's VIPs carry load-balanced traffic, which Accept_Mode off (RFC 5798 6.4.3) would drop; remove the key", r.name.as_ref().map(|n| n.get_ref().as_str()).unwrap_or("")),
+            );
+        }
         let shutdown_priority_zero = r
             .shutdown_priority_zero
             .as_ref()
