@@ -17,13 +17,16 @@
 //! with `std::hash` (whose algorithms may change).
 //!
 //! The content hash leaves out the timeout: it ticks down on the master
-//! between two looks at the same entry and would make every entry differ.
-//! Timeouts are refreshed by the session's reconciliation instead.
+//! between two looks at the same entry and would make every entry differ
+//! (timeouts are refreshed by the session's reconciliation instead), and
+//! the status bits in [`crate::entry::status::VOLATILE`] (local handling:
+//! dying, flowtable offload).
 
 use serde::{Deserialize, Serialize};
 
+use crate::entry::status;
 use crate::entry::{Entry, Key};
-use crate::wire::record::{encode_entry, encode_key, TIMEOUT_RANGE};
+use crate::wire::record::{encode_entry, encode_key, STATUS_RANGE, TIMEOUT_RANGE};
 
 /// Number of digest buckets.
 pub const BUCKETS: usize = 256;
@@ -70,6 +73,10 @@ pub fn content_hash(entry: &Entry) -> Option<u64> {
     dst.copy_from_slice(src);
     if let Some(t) = dst.get_mut(TIMEOUT_RANGE) {
         t.fill(0);
+    }
+    if let Some(s) = dst.get_mut(STATUS_RANGE) {
+        let bits = entry.status & !status::VOLATILE;
+        s.copy_from_slice(&bits.to_be_bytes());
     }
     Some(stable_hash(dst))
 }
@@ -268,5 +275,38 @@ mod tests {
         assert_eq!(a.fold(&other), b.fold(&other));
         a.bucket_mut(17).unwrap().remove(42);
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn content_hash_ignores_timeout_and_volatile_bits() {
+        use crate::entry::{Tuple, L4};
+        let t = Tuple {
+            src: "198.51.100.1".parse().unwrap(),
+            dst: "192.0.2.1".parse().unwrap(),
+            l4: L4::Ports { src: 1, dst: 80 },
+        };
+        let e = Entry {
+            proto: 6,
+            original: t,
+            reply: t,
+            status: status::CONFIRMED,
+            timeout: 100,
+            mark: 0,
+            zone: 0,
+            tcp: None,
+        };
+        let h = content_hash(&e);
+        assert_eq!(content_hash(&Entry { timeout: 5, ..e }), h);
+        let offloaded = Entry {
+            status: status::CONFIRMED | status::OFFLOAD | status::DYING,
+            ..e
+        };
+        assert_eq!(content_hash(&offloaded), h);
+        let assured = Entry {
+            status: status::CONFIRMED | status::ASSURED,
+            ..e
+        };
+        assert_ne!(content_hash(&assured), h);
+        assert_ne!(content_hash(&Entry { mark: 1, ..e }), h);
     }
 }

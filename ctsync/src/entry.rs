@@ -84,6 +84,10 @@ pub mod status {
     /// IPS_OFFLOAD: flowtable offload (software).
     pub const OFFLOAD: u32 = 1 << 14;
     pub const HW_OFFLOAD: u32 = 1 << 15;
+    /// Bits that describe this node's handling of the entry, not the
+    /// connection: left out of the content hash, so that a flow offloaded
+    /// on one node only, or being destroyed, does not look different.
+    pub const VOLATILE: u32 = DYING | OFFLOAD | HW_OFFLOAD;
 }
 
 /// TCP conntrack states (`enum tcp_conntrack`,

@@ -99,55 +99,238 @@ impl Bytes<'_> {
     }
 }
 
+/// An always-valid entry from a few bytes, over a small key space (so
+/// that keys collide and coalescing, dedup and sweeps are exercised).
+fn gen_entry(src: &mut Bytes<'_>) -> Entry {
+    use crate::entry::{TcpInfo, Tuple, L4};
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let b = src.u8();
+    let port = u16::from(src.u8() % 32);
+    let (a, z): (IpAddr, IpAddr) = if b & 1 == 0 {
+        (
+            IpAddr::V4(Ipv4Addr::new(198, 51, 100, b >> 5)),
+            IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
+        )
+    } else {
+        (
+            IpAddr::V6(Ipv6Addr::new(
+                0x2001,
+                0xdb8,
+                0,
+                0,
+                0,
+                0,
+                0,
+                u16::from(b >> 5),
+            )),
+            IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1)),
+        )
+    };
+    let tcp = b & 2 != 0;
+    Entry {
+        proto: if tcp { 6 } else { 17 },
+        original: Tuple {
+            src: a,
+            dst: z,
+            l4: L4::Ports { src: port, dst: 80 },
+        },
+        reply: Tuple {
+            src: z,
+            dst: a,
+            l4: L4::Ports { src: 80, dst: port },
+        },
+        status: u32::from(src.u8()),
+        timeout: u32::from(src.u8()) * 16,
+        mark: u32::from(b & 4),
+        zone: 0,
+        tcp: tcp.then(|| TcpInfo {
+            state: src.u8() % 10,
+            ..TcpInfo::default()
+        }),
+    }
+}
+
+fn gen_scope(src: &mut Bytes<'_>) -> crate::digest::Scope {
+    match src.u8() % 3 {
+        0 => crate::digest::Scope::ALL,
+        1 => crate::digest::Scope::NONE,
+        _ => {
+            let mut s = crate::digest::Scope::NONE;
+            for _ in 0..src.u8() % 8 {
+                s.insert(src.u8());
+            }
+            s
+        }
+    }
+}
+
+/// The scripted peer of [`session`].
+struct Peer {
+    psk: Psk,
+    local_nonce: Nonce,
+    nonce: Nonce,
+    seq: u64,
+}
+
+impl Peer {
+    fn key(&self) -> wire::MacKey {
+        self.psk.frame_key(&self.nonce, &self.local_nonce)
+    }
+
+    /// Handshake bytes: Hello and key confirmation.
+    fn handshake(&mut self, role: Role) -> Vec<u8> {
+        let hello = Message::Hello(Hello {
+            role,
+            max_payload: 1 << 20,
+            nonce: self.nonce,
+            node_id: "peer".into(),
+        });
+        let mut stream = hello
+            .encode_frame(0, &self.psk.hello_key())
+            .unwrap_or_default();
+        stream.extend(
+            Message::Heartbeat
+                .encode_frame(1, &self.key())
+                .unwrap_or_default(),
+        );
+        self.seq = 2;
+        stream
+    }
+
+    fn frame(&mut self, msg: &Message) -> Vec<u8> {
+        let f = msg.encode_frame(self.seq, &self.key()).unwrap_or_default();
+        self.seq += 1;
+        f
+    }
+}
+
 /// Drive a session (backup or master, chosen by the first byte) from a
 /// scripted peer: after a valid handshake, `data` decides each step: raw
 /// bytes, authenticated frames of any type with arbitrary payloads and a
-/// right or wrong sequence number, timers, kernel events, dumps and role
-/// changes. Nothing may panic, and the memory bounds must hold.
-pub fn session(data: &[u8]) {
+/// right or wrong sequence number, valid batches and control messages,
+/// timers, kernel events, dumps, failures, role changes; a closed
+/// connection is reopened (a few times). Nothing may panic, and the memory
+/// bounds must hold. Returns the final counters (for coverage checks).
+pub fn session(data: &[u8]) -> Option<crate::session::Stats> {
     let mut src = Bytes(data);
     let role = if src.u8() & 1 == 0 {
         Role::Backup
     } else {
         Role::Master
     };
-    let psk = match Psk::from_key_file(KEY) {
-        Ok(p) => p,
-        Err(_) => return,
+    let Ok(psk) = Psk::from_key_file(KEY) else {
+        return None;
     };
     let mut config = Config::new("local", role, psk.clone());
     config.limits.batch_bytes = 4096;
     config.limits.window_bytes = 16 * 1024;
     let Ok(mut s) = Session::new(config, Time::ZERO) else {
-        return;
+        return None;
     };
     let mut now = Time::ZERO;
-    s.handle(now, Input::Connected { nonce: NONCE_LOCAL });
-    let hello = Message::Hello(Hello {
-        role: Role::Master,
-        max_payload: 1 << 20,
+    let mut peer = Peer {
+        psk,
+        local_nonce: NONCE_LOCAL,
         nonce: NONCE_PEER,
-        node_id: "peer".into(),
-    });
-    let peer_key = psk.frame_key(&NONCE_PEER, &NONCE_LOCAL);
-    let mut stream = hello.encode_frame(0, &psk.hello_key()).unwrap_or_default();
-    stream.extend(
-        Message::Heartbeat
-            .encode_frame(1, &peer_key)
-            .unwrap_or_default(),
-    );
-    s.handle(
-        now,
-        Input::BytesReceived {
-            bytes: stream.into(),
-        },
-    );
-    let mut seq = 2u64;
+        seq: 2,
+    };
+    let mut connections = 0u8;
     let mut distinct = std::collections::HashSet::new();
-    while !src.is_empty() && s.link() != LinkState::Down {
+    while !src.is_empty() {
+        if s.link() == LinkState::Down {
+            if connections == 8 {
+                break;
+            }
+            connections += 1;
+            peer.local_nonce = Nonce([connections; 16]);
+            peer.nonce = Nonce([0x80 | connections; 16]);
+            s.handle(
+                now,
+                Input::Connected {
+                    nonce: peer.local_nonce,
+                },
+            );
+            let peer_role = if src.u8() & 1 == 0 {
+                Role::Master
+            } else {
+                Role::Backup
+            };
+            let hs = peer.handshake(peer_role);
+            s.handle(now, Input::BytesReceived { bytes: hs.into() });
+        }
         let op = src.u8();
         now = now + Duration::from_millis(u64::from(src.u8()) * 40);
-        match op % 8 {
+        match op % 24 {
+            // A complete full bulk, with the right digest half the time.
+            12..=14 => {
+                let generation = u32::from(src.u8());
+                let mut entries: Vec<Entry> =
+                    (0..src.u8() % 48).map(|_| gen_entry(&mut src)).collect();
+                let mut latest = std::collections::HashMap::new();
+                for e in &entries {
+                    latest.insert(e.key(), *e);
+                }
+                let mut digest = crate::digest::Digest::default();
+                for (k, e) in &latest {
+                    if let (Some(kh), Some(h)) =
+                        (crate::digest::key_hash(k), crate::digest::content_hash(e))
+                    {
+                        if let Some(b) = digest.bucket_mut(crate::digest::bucket_of(kh)) {
+                            b.add(h);
+                        }
+                    }
+                }
+                let mut fold = digest.fold(&crate::digest::Scope::ALL);
+                if src.u8() & 1 == 0 {
+                    fold ^= 1;
+                }
+                let mut f = peer.frame(&Message::BulkStart {
+                    generation,
+                    scope: crate::digest::Scope::ALL,
+                });
+                let half = entries.len() / 2;
+                f.extend(peer.frame(&Message::Upsert {
+                    entries: entries.drain(..half).collect(),
+                }));
+                f.extend(peer.frame(&Message::Upsert { entries }));
+                f.extend(peer.frame(&Message::BulkEnd {
+                    generation,
+                    count: 0,
+                    digest: fold,
+                }));
+                s.handle(now, Input::BytesReceived { bytes: f.into() });
+            }
+            15..=16 => {
+                s.handle(now, Input::Timer);
+            }
+            17 => {
+                // Answer the last digest request (ids count from 1).
+                let f = peer.frame(&Message::Digest {
+                    id: u32::from(src.u8() % 3),
+                    digest: crate::digest::Digest::default(),
+                });
+                s.handle(now, Input::BytesReceived { bytes: f.into() });
+            }
+            18..=19 => {
+                let entries = (0..src.u8() % 32).map(|_| gen_entry(&mut src)).collect();
+                let f = peer.frame(&Message::Upsert { entries });
+                s.handle(now, Input::BytesReceived { bytes: f.into() });
+            }
+            20..=21 => {
+                let events = (0..src.u8() % 64)
+                    .map(|_| Event::Update(gen_entry(&mut src)))
+                    .collect::<Vec<_>>();
+                distinct.extend(events.iter().filter_map(|e| match e {
+                    Event::Update(e) => Some(e.key()),
+                    _ => None,
+                }));
+                s.handle(now, Input::LocalEvents { events });
+            }
+            22..=23 => {
+                let entries: Vec<Entry> = (0..src.u8() % 64).map(|_| gen_entry(&mut src)).collect();
+                distinct.extend(entries.iter().map(Entry::key));
+                s.handle(now, Input::LocalDump { entries });
+            }
             0 => {
                 let n = usize::from(src.u8());
                 let bytes = src.take(n).to_vec();
@@ -158,19 +341,19 @@ pub fn session(data: &[u8]) {
                     },
                 );
             }
-            1 | 2 => {
+            1 => {
                 let kind = src.u8() % 14;
                 let n = usize::from(src.u8()) * 4;
                 let payload = src.take(n).to_vec();
                 let mut f = FrameBuf::new(kind, payload.len());
                 f.put(&payload);
-                let this_seq = match src.u8() {
-                    0 => seq.saturating_sub(1),
-                    1 => seq + 1,
-                    _ => seq,
+                let this_seq = match src.u8() % 4 {
+                    0 => peer.seq.saturating_sub(1),
+                    1 => peer.seq + 1,
+                    _ => peer.seq,
                 };
-                if let Ok(bytes) = f.seal(this_seq, &peer_key) {
-                    seq += 1;
+                if let Ok(bytes) = f.seal(this_seq, &peer.key()) {
+                    peer.seq += 1;
                     let cut = usize::from(src.u8()) % (bytes.len() + 1);
                     s.handle(
                         now,
@@ -186,32 +369,85 @@ pub fn session(data: &[u8]) {
                     );
                 }
             }
+            2 => {
+                let entries: Vec<Entry> = (0..src.u8() % 32).map(|_| gen_entry(&mut src)).collect();
+                let f = peer.frame(&Message::Upsert { entries });
+                s.handle(now, Input::BytesReceived { bytes: f.into() });
+            }
             3 => {
-                s.handle(now, Input::Timer);
+                let keys = (0..src.u8() % 32)
+                    .map(|_| gen_entry(&mut src).key())
+                    .collect();
+                let f = peer.frame(&Message::Delete { keys });
+                s.handle(now, Input::BytesReceived { bytes: f.into() });
             }
             4 => {
-                let mut events = Vec::new();
-                for _ in 0..src.u8() % 16 {
-                    let bytes = src.take(52).to_vec();
-                    if let Ok(e) = decode_entry(&bytes) {
+                let msg = match src.u8() % 9 {
+                    0 => Message::BulkStart {
+                        generation: u32::from(src.u8() % 3),
+                        scope: gen_scope(&mut src),
+                    },
+                    1 => Message::BulkEnd {
+                        generation: u32::from(src.u8() % 3),
+                        count: 0,
+                        digest: u64::from(src.u8()),
+                    },
+                    2 => Message::DigestRequest {
+                        id: u32::from(src.u8()),
+                    },
+                    3 => Message::Digest {
+                        id: u32::from(src.u8() % 4),
+                        digest: crate::digest::Digest::default(),
+                    },
+                    4 => Message::ResyncRequest {
+                        reason: wire::ResyncReason::DigestMismatch,
+                        scope: gen_scope(&mut src),
+                    },
+                    5 => {
+                        let b = src.u8();
+                        Message::Role {
+                            role: if b & 1 == 0 {
+                                Role::Master
+                            } else {
+                                Role::Backup
+                            },
+                            confirm: b & 2 != 0,
+                        }
+                    }
+                    6 => Message::Ack {
+                        seq: u64::from(src.u8()),
+                    },
+                    7 => Message::Heartbeat,
+                    _ => Message::Goodbye {
+                        reason: wire::GoodbyeReason::Error,
+                    },
+                };
+                let f = peer.frame(&msg);
+                s.handle(now, Input::BytesReceived { bytes: f.into() });
+            }
+            5 => {
+                s.handle(now, Input::Timer);
+            }
+            6 => {
+                let events = (0..src.u8() % 64)
+                    .map(|_| {
+                        let e = gen_entry(&mut src);
                         distinct.insert(e.key());
-                        events.push(match src.u8() % 3 {
+                        match src.u8() % 3 {
                             0 => Event::New(e),
                             1 => Event::Update(e),
                             _ => Event::Destroy(e.key()),
-                        });
-                    }
-                }
+                        }
+                    })
+                    .collect();
                 s.handle(now, Input::LocalEvents { events });
             }
-            5 => {
-                let entries: Vec<Entry> = (0..src.u8() % 16)
-                    .filter_map(|_| decode_entry(src.take(52)).ok())
-                    .collect();
+            7 => {
+                let entries: Vec<Entry> = (0..src.u8() % 64).map(|_| gen_entry(&mut src)).collect();
                 distinct.extend(entries.iter().map(Entry::key));
                 s.handle(now, Input::LocalDump { entries });
             }
-            6 => {
+            8 => {
                 let role = if src.u8() & 1 == 0 {
                     Role::Backup
                 } else {
@@ -219,15 +455,45 @@ pub fn session(data: &[u8]) {
                 };
                 s.handle(now, Input::RoleChanged { role });
             }
-            _ => {
+            9 => {
                 let q = usize::from(src.u8()) << 12;
                 s.handle(now, Input::Writable { queued_bytes: q });
             }
+            10 => {
+                let input = match src.u8() % 4 {
+                    0 => Input::DumpFailed,
+                    1 => Input::EventOverrun,
+                    2 => Input::ApplyFailed {
+                        keys: vec![gen_entry(&mut src).key()],
+                        table_full: true,
+                    },
+                    _ => Input::Disconnected,
+                };
+                s.handle(now, input);
+            }
+            _ => {
+                let bytes = decode_entry(src.take(52))
+                    .map(|e| vec![Event::New(e)])
+                    .unwrap_or_default();
+                s.handle(now, Input::LocalEvents { events: bytes });
+            }
         }
-        assert!(s.pending_slots() <= distinct.len() + s.stats().upserts_received as usize);
+        // Memory: pending holds at most one slot per distinct key changed
+        // (ours, or the peer's, which a reconciliation may delete).
+        let received = usize::try_from(s.stats().upserts_received).unwrap_or(usize::MAX);
+        assert!(s.pending_slots() <= distinct.len().saturating_add(received));
         if let Some(d) = s.next_deadline() {
-            assert!(d >= Time::ZERO);
+            // A deadline in the past would make a driver spin: the timer
+            // must move it.
+            if d <= now {
+                s.handle(now, Input::Timer);
+                assert!(
+                    s.next_deadline().is_none_or(|d2| d2 > now),
+                    "timer did not advance"
+                );
+            }
         }
     }
     let _ = s.status();
+    Some(s.stats())
 }

@@ -67,12 +67,36 @@
 //!
 //! Roles follow VRRP ([`Input::RoleChanged`]). Only a master turns kernel
 //! events into messages, but both sides apply whatever the peer sends and
-//! both keep the same replicated set, so a role swap on a live connection
-//! needs no resync: the old master drains what it had queued (nothing
-//! acknowledged or queued is dropped), the new master starts from the set
-//! it received and reconciles its kernel against it. A bulk that arrives
-//! while we are master never deletes from our kernel: our own connections
-//! live there.
+//! both keep the same replicated set, so a switchover on a live
+//! connection needs no resync:
+//!
+//! ```text
+//!  old master A                                  new master B
+//!  RoleChanged(Backup): stops taking events;     RoleChanged(Master): takes
+//!  keeps draining what it queued                 events, sends them; does
+//!                                                nothing from its own set yet
+//!  Upsert/Delete (queued before) ... -------->   applied, except keys B
+//!                                 <--------      changed since (B's newer)
+//!                 Role{Master, confirm}
+//!  Role{Backup} (after the last  ----------->    the drain marker: B dumps its
+//!  queued change)                                kernel, sends what differs,
+//!                                 <--------      then DigestRequest; buckets
+//!                                                that differ are re-sent
+//! ```
+//!
+//! A Role frame is only sent once everything queued under the previous
+//! role is out, so `Role{Backup}` marks the end of the old master's
+//! changes; `confirm` makes a peer that has nothing to announce answer
+//! anyway. A peer that never steps down (two masters) is waited for at
+//! most `dead_interval`. A bulk that arrives while we are master never
+//! deletes from our kernel: our own connections live there.
+//!
+//! The director must not feed back the events of its own kernel writes:
+//! ctnetlink stamps an event with the portid of the socket whose request
+//! caused it (`nlmsg_pid`), so the event reader drops those of the write
+//! socket. If some slip through, the session stays correct (they are
+//! deduplicated against the replicated set, and the reconciliation repairs
+//! what a late echo got wrong), only slower to converge.
 //!
 //! [`pending`]: self#master-events-window-coalescing
 
@@ -192,6 +216,28 @@ struct Conn {
     deferred_digest: Option<u32>,
     reconcile_at: Option<Time>,
     dump_retry_at: Option<Time>,
+    /// We became master while the peer still was: wait for its drain.
+    takeover: Option<Takeover>,
+    /// The peer asked for our Role (sent once our queue is drained).
+    role_reply_due: bool,
+    /// Sequence number of the last frame that changed the replicated set
+    /// (Upsert, Delete, BulkStart, BulkEnd) and of the last DigestRequest:
+    /// a digest answer is only comparable if no change left after it.
+    data_seq: u64,
+    digest_request_seq: u64,
+    /// As new master: compare digests once our first reconciliation is
+    /// out (a switchover can leave changes that crossed).
+    verify_due: bool,
+}
+
+/// A new master waiting for the old one to finish sending what it queued
+/// before stepping down (its `Role{Backup}` comes after the last of it).
+#[derive(Debug, Clone)]
+struct Takeover {
+    since: Time,
+    /// Keys we changed since: the old master's older state of them is not
+    /// applied.
+    touched: HashSet<Key>,
 }
 
 /// One node's replication state machine.
@@ -338,6 +384,7 @@ impl Session {
                 d.extend(c.reconcile_at);
             }
             d.extend(c.dump_retry_at);
+            d.extend(c.takeover.as_ref().map(|tk| tk.since + t.dead_interval));
         }
         d.into_iter().min()
     }
@@ -480,6 +527,11 @@ impl Session {
             deferred_digest: None,
             reconcile_at: None,
             dump_retry_at: None,
+            takeover: None,
+            role_reply_due: false,
+            data_seq: 0,
+            digest_request_seq: 0,
+            verify_due: false,
         };
         let hello = Message::Hello(Hello {
             role: self.role,
@@ -664,7 +716,7 @@ impl Session {
         }
         let msg = Message::decode(frame.kind(), frame.payload()).map_err(|e| self.reject(e))?;
         if conn.phase == Phase::AwaitConfirm {
-            self.on_established(conn, now, out)?;
+            self.on_established(conn, out)?;
         }
         if Message::is_ack_eliciting(frame.kind()) {
             conn.ack_due = true;
@@ -720,7 +772,7 @@ impl Session {
         self.send_control(conn, now, &Message::Heartbeat, out)
     }
 
-    fn on_established(&mut self, conn: &mut Conn, now: Time, out: &mut Vec<Action>) -> Flow {
+    fn on_established(&mut self, conn: &mut Conn, out: &mut Vec<Action>) -> Flow {
         conn.phase = Phase::Established;
         self.stats.established += 1;
         let (peer, peer_role) = conn
@@ -731,10 +783,7 @@ impl Session {
         out.push(Action::Notice {
             notice: Notice::Established { peer, peer_role },
         });
-        if self.role != conn.announced_role {
-            conn.announced_role = self.role;
-            self.send_control(conn, now, &Message::Role { role: self.role }, out)?;
-        }
+        // A role change during the handshake is announced by `flush`.
         if self.role == Role::Master {
             self.plan_full_resync(conn, out);
         }
@@ -760,7 +809,7 @@ impl Session {
                 Ok(())
             }
             Message::Delete { keys } => {
-                self.on_deletes(keys, out);
+                self.on_deletes(conn, keys, out);
                 Ok(())
             }
             Message::BulkStart { generation, scope } => {
@@ -806,13 +855,20 @@ impl Session {
                 self.request_dump(conn, reason, out);
                 Ok(())
             }
-            Message::Role { role } => {
+            Message::Role { role, confirm } => {
                 if let Some(p) = conn.peer.as_mut() {
                     p.role = role;
+                }
+                if confirm {
+                    conn.role_reply_due = true;
                 }
                 out.push(Action::Notice {
                     notice: Notice::PeerRole { role },
                 });
+                if role == Role::Backup && conn.takeover.is_some() {
+                    // Everything the old master queued is in.
+                    self.end_takeover(conn, out);
+                }
                 Ok(())
             }
             Message::Goodbye { reason } => Err(CloseReason::PeerGoodbye { goodbye: reason }),
@@ -848,8 +904,14 @@ impl Session {
         entries: Vec<Entry>,
         out: &mut Vec<Action>,
     ) {
+        let mut entries = entries;
+        self.stats.upserts_received += count(entries.len());
+        if let Some(t) = &conn.takeover {
+            let before = entries.len();
+            entries.retain(|e| !t.touched.contains(&e.key()));
+            self.stats.superseded += count(before - entries.len());
+        }
         let n = count(entries.len());
-        self.stats.upserts_received += n;
         let mark = conn.bulk_in.map(|b| (b.scope, b.epoch));
         for e in &entries {
             let key = e.key();
@@ -866,12 +928,20 @@ impl Session {
             }
         }
         self.stats.upserts_applied += n;
-        out.push(Action::ApplyUpserts { entries });
+        if !entries.is_empty() {
+            out.push(Action::ApplyUpserts { entries });
+        }
     }
 
-    fn on_deletes(&mut self, keys: Vec<Key>, out: &mut Vec<Action>) {
+    fn on_deletes(&mut self, conn: &Conn, keys: Vec<Key>, out: &mut Vec<Action>) {
+        let mut keys = keys;
+        self.stats.deletes_received += count(keys.len());
+        if let Some(t) = &conn.takeover {
+            let before = keys.len();
+            keys.retain(|k| !t.touched.contains(k));
+            self.stats.superseded += count(before - keys.len());
+        }
         let n = count(keys.len());
-        self.stats.deletes_received += n;
         for k in &keys {
             self.pending.cancel(k);
             if self.table.remove(k) {
@@ -881,7 +951,9 @@ impl Session {
             }
         }
         self.stats.deletes_applied += n;
-        out.push(Action::ApplyDeletes { keys });
+        if !keys.is_empty() {
+            out.push(Action::ApplyDeletes { keys });
+        }
     }
 
     fn on_bulk_end(
@@ -935,10 +1007,11 @@ impl Session {
             self.stats.digest_mismatches += 1;
             self.send_digest_request(conn, now, out)?;
         }
-        if full {
+        if full || conn.plan.reason.is_some() {
             // Compare our kernel with what we now hold at once: as backup
             // this removes what a restart or our own time as master left
-            // behind; as master it sends the peer what it lacks.
+            // behind; as master it sends the peer what it lacks. (Or: a
+            // dump asked for during the bulk.)
             self.request_dump(conn, DumpReason::Reconcile, out);
         }
         Ok(())
@@ -956,12 +1029,14 @@ impl Session {
             return Ok(());
         }
         conn.digest_outstanding = None;
-        // Only comparable when neither side is rebuilding or holding back
-        // changes of its own.
+        // Only comparable when neither side is rebuilding, we hold back no
+        // change and sent none after the request (the peer's digest does
+        // not include it, our set does).
         if !conn.in_sync
             || conn.bulk_in.is_some()
             || conn.bulk_out.is_some()
             || !self.pending.is_empty()
+            || conn.data_seq > conn.digest_request_seq
         {
             return Ok(());
         }
@@ -976,7 +1051,17 @@ impl Session {
                 buckets: u16::try_from(diff.count()).unwrap_or(u16::MAX),
             },
         });
-        self.send_resync_request(conn, now, ResyncReason::DigestMismatch, diff, out)
+        match self.role {
+            // We are the source: send those buckets again.
+            Role::Master => {
+                conn.plan.scope.union(&diff);
+                self.request_dump(conn, DumpReason::PartialResync, out);
+                Ok(())
+            }
+            Role::Backup => {
+                self.send_resync_request(conn, now, ResyncReason::DigestMismatch, diff, out)
+            }
+        }
     }
 
     fn send_resync_request(
@@ -995,6 +1080,7 @@ impl Session {
         let id = conn.next_digest_id;
         conn.next_digest_id = id.wrapping_add(1);
         conn.digest_outstanding = Some(id);
+        conn.digest_request_seq = conn.tx_seq;
         conn.digest_at = Some(now + self.config.timers.digest_interval);
         self.stats.digest_requests_sent += 1;
         self.send_control(conn, now, &Message::DigestRequest { id }, out)
@@ -1047,6 +1133,14 @@ impl Session {
             let reason = conn.plan.reason.unwrap_or(DumpReason::Reconcile);
             self.request_dump(conn, reason, out);
         }
+        if conn
+            .takeover
+            .as_ref()
+            .is_some_and(|tk| now >= tk.since + t.dead_interval)
+        {
+            // The peer never stepped down (two masters): go ahead.
+            self.end_takeover(conn, out);
+        }
         Ok(())
     }
 
@@ -1058,10 +1152,15 @@ impl Session {
     }
 
     /// Ask the driver for a dump unless one for this connection is on its
-    /// way (it will serve) or a bulk is running (asked again at its end).
+    /// way (it will serve), a bulk is running (asked again at its end) or
+    /// we are a new master waiting for the old one to drain (asked when it
+    /// has).
     fn request_dump(&mut self, conn: &mut Conn, reason: DumpReason, out: &mut Vec<Action>) {
         let reason = *conn.plan.reason.get_or_insert(reason);
-        if conn.bulk_out.is_some() || self.dumps_in_flight.contains(&conn.id) {
+        if conn.bulk_out.is_some()
+            || conn.takeover.is_some()
+            || self.dumps_in_flight.contains(&conn.id)
+        {
             return;
         }
         if self.dumps_in_flight.len() >= MAX_DUMPS_IN_FLIGHT {
@@ -1086,10 +1185,15 @@ impl Session {
     fn on_dump(&mut self, now: Time, entries: Vec<Entry>, out: &mut Vec<Action>) {
         self.stats.dumps_received += 1;
         let for_conn = self.dumps_in_flight.pop_front();
+        // Not while a bulk runs (one dump at a time), nor while a new master
+        // waits for the old one to drain (it would act on a set that is
+        // about to change): both ask again when they end.
         let current = self
             .conn
             .as_ref()
-            .filter(|c| c.phase == Phase::Established && c.bulk_out.is_none())
+            .filter(|c| {
+                c.phase == Phase::Established && c.bulk_out.is_none() && c.takeover.is_none()
+            })
             .map(|c| c.id);
         // A dump asked for an earlier connection predates events we did not
         // queue (they were dropped while the link was down): useless.
@@ -1198,6 +1302,7 @@ impl Session {
                 full,
             },
         });
+        conn.data_seq = conn.tx_seq;
         self.send_control(conn, now, &Message::BulkStart { generation, scope }, out)?;
         conn.bulk_out = Some(BulkOut {
             generation,
@@ -1212,7 +1317,7 @@ impl Session {
     }
 
     /// Backup: remove kernel entries the master never sent, ask again for
-    /// held entries the kernel lost.
+    /// held entries the kernel lost or holds differently.
     fn backup_dump(
         &mut self,
         conn: &mut Conn,
@@ -1228,14 +1333,21 @@ impl Session {
         }
         let epoch = self.next_epoch();
         let mut stale = Vec::new();
+        let mut scope = Scope::NONE;
+        let mut different = 0u64;
         for e in &entries {
-            if e.validate().is_err() {
+            let Some(hash) = e.validate().ok().and_then(|()| content_hash(e)) else {
                 self.stats.dump_invalid += 1;
                 continue;
-            }
+            };
             let key = e.key();
-            if self.table.mark_dump(&key, epoch).is_none() {
-                stale.push(key);
+            match self.table.mark_dump(&key, epoch) {
+                None => stale.push(key),
+                Some(slot) if slot.hash != hash => {
+                    different += 1;
+                    scope.insert(slot.bucket);
+                }
+                Some(_) => {}
             }
         }
         if !stale.is_empty() {
@@ -1248,17 +1360,17 @@ impl Session {
             out.push(Action::ApplyDeletes { keys: stale });
         }
         let missing = self.table.not_in_dump(epoch, &Scope::NONE);
-        if !missing.is_empty() {
-            let n = count(missing.len());
-            self.stats.missing_in_kernel += n;
-            let mut scope = Scope::NONE;
-            for (_, bucket) in &missing {
-                scope.insert(*bucket);
-            }
+        for (_, bucket) in &missing {
+            scope.insert(*bucket);
+        }
+        if !scope.is_empty() {
+            let missing = count(missing.len());
+            self.stats.missing_in_kernel += missing;
+            self.stats.different_in_kernel += different;
             out.push(Action::Notice {
-                notice: Notice::MissingInKernel { entries: n },
+                notice: Notice::KernelDiffers { missing, different },
             });
-            self.send_resync_request(conn, now, ResyncReason::MissingInKernel, scope, out)?;
+            self.send_resync_request(conn, now, ResyncReason::KernelDiffers, scope, out)?;
         }
         Ok(())
     }
@@ -1293,9 +1405,9 @@ impl Session {
         });
     }
 
-    /// Note that `key` changed during a running bulk, so its dumped state
-    /// is not sent.
-    fn touch(conn: &mut Conn, key: &Key) {
+    /// Note that `key` saw an event during a running bulk, so its dumped
+    /// state (older) is not sent.
+    fn touch_bulk(conn: &mut Conn, key: &Key) {
         if let Some(b) = conn.bulk_out.as_mut() {
             if let Some(kh) = key_hash(key) {
                 if b.scope.contains(bucket_of(kh)) {
@@ -1311,15 +1423,21 @@ impl Session {
             return;
         };
         let key = e.key();
-        Self::touch(conn, &key);
+        Self::touch_bulk(conn, &key);
         let unchanged = self
             .table
             .get(&key)
             .is_some_and(|s| s.hash == hash && !self.needs_refresh(s, &e, now));
         if unchanged {
+            // Nothing new: often the echo of a write of ours.
             self.pending.cancel(&key);
             self.stats.events_deduplicated += 1;
-        } else if self.pending.upsert(key, e, hash, now) {
+            return;
+        }
+        if let Some(t) = conn.takeover.as_mut() {
+            t.touched.insert(key);
+        }
+        if self.pending.upsert(key, e, hash, now) {
             self.stats.events_coalesced += 1;
         }
     }
@@ -1329,7 +1447,7 @@ impl Session {
             self.stats.events_invalid += 1;
             return;
         }
-        Self::touch(conn, &key);
+        Self::touch_bulk(conn, &key);
         if !self.table.contains(&key) {
             // The peer never got it: cancelling a waiting upsert is all.
             if self.pending.cancel(&key) {
@@ -1337,8 +1455,13 @@ impl Session {
             } else {
                 self.stats.events_deduplicated += 1;
             }
-        } else if self.pending.delete(key, now) {
-            self.stats.events_coalesced += 1;
+        } else {
+            if let Some(t) = conn.takeover.as_mut() {
+                t.touched.insert(key);
+            }
+            if self.pending.delete(key, now) {
+                self.stats.events_coalesced += 1;
+            }
         }
     }
 
@@ -1355,6 +1478,42 @@ impl Session {
         if conn.phase != Phase::Established {
             return Ok(());
         }
+        self.fill_window(conn, now, out)?;
+        // A role change is announced once everything queued under the old
+        // role is sent: for a master stepping down, the Role frame marks
+        // the end of its stream of changes (the new master waits for it).
+        if conn.verify_due
+            && self.role == Role::Master
+            && self.pending.is_empty()
+            && conn.bulk_out.is_none()
+            && conn.plan.reason.is_none()
+            && !self.dumps_in_flight.contains(&conn.id)
+        {
+            // Our first reconciliation as new master is out: do both sets
+            // agree now?
+            conn.verify_due = false;
+            self.send_digest_request(conn, now, out)?;
+        }
+        let changed = conn.announced_role != self.role;
+        if (changed || conn.role_reply_due) && self.pending.is_empty() && conn.bulk_out.is_none() {
+            // A new master asks for the peer's drain marker.
+            let confirm = changed && self.role == Role::Master;
+            conn.announced_role = self.role;
+            conn.role_reply_due = false;
+            self.send_control(
+                conn,
+                now,
+                &Message::Role {
+                    role: self.role,
+                    confirm,
+                },
+                out,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn fill_window(&mut self, conn: &mut Conn, now: Time, out: &mut Vec<Action>) -> Flow {
         while self.window_open(conn) {
             match self.pending.front_kind() {
                 Some(OpKind::Upsert) => {
@@ -1403,6 +1562,7 @@ impl Session {
         let bytes = batch
             .seal(conn.tx_seq, key)
             .map_err(|error| CloseReason::Internal { error })?;
+        conn.data_seq = conn.tx_seq;
         self.push_frame(conn, now, bytes, true, oldest, out);
         Ok(())
     }
@@ -1429,6 +1589,7 @@ impl Session {
         let bytes = batch
             .seal(conn.tx_seq, key)
             .map_err(|error| CloseReason::Internal { error })?;
+        conn.data_seq = conn.tx_seq;
         self.push_frame(conn, now, bytes, true, oldest, out);
         Ok(())
     }
@@ -1474,6 +1635,7 @@ impl Session {
         let bytes = batch
             .seal(conn.tx_seq, key)
             .map_err(|error| CloseReason::Internal { error })?;
+        conn.data_seq = conn.tx_seq;
         self.push_frame(conn, now, bytes, true, bulk.dumped_at, out);
         Ok(())
     }
@@ -1486,6 +1648,7 @@ impl Session {
         out: &mut Vec<Action>,
     ) -> Flow {
         let digest = self.table.digest().fold(&bulk.scope);
+        conn.data_seq = conn.tx_seq;
         self.send_control(
             conn,
             now,
@@ -1522,25 +1685,25 @@ impl Session {
         }
         self.stats.role_changes += 1;
         self.role = role;
-        self.with_conn(now, out, |s, c, out| {
+        self.with_conn(now, out, |s, c, _| {
             if c.phase != Phase::Established {
                 // Announced at the end of the handshake.
                 return Ok(());
             }
-            c.announced_role = role;
-            s.send_control(c, now, &Message::Role { role }, out)?;
             match role {
-                Role::Master if !c.in_sync && c.bulk_in.is_none() => {
-                    s.plan_full_resync(c, out);
-                }
                 Role::Master => {
-                    // The replicated set is what the peer holds; send it
-                    // what our kernel has beyond that.
-                    if c.bulk_in.is_none() {
-                        s.request_dump(c, DumpReason::RoleChange, out);
-                    }
+                    // The old master may still be sending what it queued
+                    // (our picture of its role may be stale too): anything
+                    // we decide from our set now could cross it. Our
+                    // Role{Master, confirm} makes it answer once drained;
+                    // wait for a Role{Backup}.
+                    c.takeover = Some(Takeover {
+                        since: now,
+                        touched: HashSet::new(),
+                    });
                 }
                 Role::Backup => {
+                    c.takeover = None;
                     if c.in_sync {
                         c.digest_at
                             .get_or_insert(now + s.config.timers.digest_interval);
@@ -1549,5 +1712,23 @@ impl Session {
             }
             Ok(())
         });
+    }
+
+    /// As new master, with the old master's stream complete: resync if no
+    /// bulk ever completed on this connection, otherwise send what our
+    /// kernel has beyond the replicated set.
+    fn end_takeover(&mut self, conn: &mut Conn, out: &mut Vec<Action>) {
+        conn.takeover = None;
+        if self.role != Role::Master || conn.bulk_in.is_some() {
+            // A running bulk from the peer ends with a reconcile anyway;
+            // a dump asked for meanwhile waits for that.
+            return;
+        }
+        if conn.in_sync {
+            self.request_dump(conn, DumpReason::RoleChange, out);
+            conn.verify_due = true;
+        } else {
+            self.plan_full_resync(conn, out);
+        }
     }
 }

@@ -839,7 +839,7 @@ fn resync_requests_to_a_backup_are_ignored() {
     let a = s.handle(
         t(10),
         bytes(p.frame(&Message::ResyncRequest {
-            reason: ResyncReason::MissingInKernel,
+            reason: ResyncReason::KernelDiffers,
             scope: Scope::ALL,
         })),
     );
@@ -951,12 +951,27 @@ fn backup_reconcile_removes_stale_and_asks_for_missing() {
     assert!(msgs.iter().any(|m| matches!(
         m,
         Message::ResyncRequest {
-            reason: ResyncReason::MissingInKernel,
+            reason: ResyncReason::KernelDiffers,
             ..
         }
     )));
     let st = s.stats();
     assert_eq!((st.stale_removed, st.missing_in_kernel), (1, 1));
+    // Next look: entry 2 differs in our kernel (changes lost while we were
+    // master, say): its bucket is asked for again too.
+    let mut dump: Vec<Entry> = (1..=5).map(entry).collect();
+    dump[1].mark = 77;
+    let a = s.handle(t(12), Input::LocalDump { entries: dump });
+    let want = {
+        let mut sc = Scope::NONE;
+        sc.insert(bucket_of(key_hash(&entry(2).key()).unwrap()));
+        sc
+    };
+    assert!(p.read(&a).contains(&Message::ResyncRequest {
+        reason: ResyncReason::KernelDiffers,
+        scope: want
+    }));
+    assert_eq!(s.stats().different_in_kernel, 1);
 }
 
 #[test]
@@ -1030,21 +1045,71 @@ fn role_change_announced_and_new_master_reconciles() {
     p.read(&a);
     s.handle(t(11), Input::LocalDump { entries: vec![] });
     let a = s.handle(t(12), Input::RoleChanged { role: Role::Master });
-    assert_eq!(p.read(&a), vec![Message::Role { role: Role::Master }]);
+    assert_eq!(
+        p.read(&a),
+        vec![Message::Role {
+            role: Role::Master,
+            confirm: true
+        }]
+    );
+    // Nothing from our own set until the old master confirms it drained.
+    assert!(dump_requests(&a).is_empty());
+    let a = s.handle(
+        t(12),
+        bytes(p.frame(&Message::Role {
+            role: Role::Backup,
+            confirm: false,
+        })),
+    );
     assert_eq!(dump_requests(&a), vec![DumpReason::RoleChange]);
+    p.read(&a);
     let a = s.handle(
         t(13),
         Input::LocalDump {
             entries: vec![entry(1)],
         },
     );
+    // What our kernel has beyond the set goes out, then we check that
+    // both sets agree (changes may have crossed during the switchover).
     assert_eq!(
         p.read(&a),
-        vec![Message::Upsert {
-            entries: vec![entry(1)]
-        }]
+        vec![
+            Message::Upsert {
+                entries: vec![entry(1)]
+            },
+            Message::DigestRequest { id: 1 }
+        ]
     );
+    // The old master's set lacks entry 1 and has entry 9: the buckets that
+    // differ are sent again, from a fresh dump.
+    let mut theirs = Table::default();
+    theirs.upsert(entry(9).key(), content_hash(&entry(9)).unwrap(), t(0), None);
+    let a = s.handle(
+        t(14),
+        bytes(p.frame(&Message::Digest {
+            id: 1,
+            digest: theirs.digest().clone(),
+        })),
+    );
+    assert_eq!(dump_requests(&a), vec![DumpReason::PartialResync]);
+    p.read(&a);
+    let a = s.handle(
+        t(15),
+        Input::LocalDump {
+            entries: vec![entry(1)],
+        },
+    );
+    let msgs = p.read(&a);
+    let mut want = Scope::NONE;
+    for port in [1, 9] {
+        want.insert(bucket_of(key_hash(&entry(port).key()).unwrap()));
+    }
+    assert!(matches!(&msgs[0], Message::BulkStart { scope, .. } if *scope == want));
+    assert!(msgs.contains(&Message::Upsert {
+        entries: vec![entry(1)]
+    }));
     assert_eq!(s.stats().role_changes, 1);
+    assert_eq!(s.stats().digest_mismatches, 1);
 }
 
 #[test]

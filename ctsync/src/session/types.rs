@@ -180,8 +180,9 @@ pub enum Notice {
     DigestMismatch { buckets: u16 },
     /// Entries in our kernel the master no longer has were removed.
     StaleRemoved { entries: u64 },
-    /// Entries we should hold are gone from our kernel: asked again.
-    MissingInKernel { entries: u64 },
+    /// Entries we should hold are gone from our kernel, or differ there:
+    /// asked again.
+    KernelDiffers { missing: u64, different: u64 },
 }
 
 /// What the driver must do. Apply in order: an `ApplyUpserts` before the
@@ -312,6 +313,10 @@ pub struct Stats {
     pub destroyed: u64,
     /// Deletes of keys we did not hold (applied anyway: the kernel may).
     pub deletes_unknown: u64,
+    /// Changes from an old master still draining after a switchover, for
+    /// keys we (the new master) had already changed: not applied, ours
+    /// are newer.
+    pub superseded: u64,
 
     // ---- handed to the kernel
     pub upserts_applied: u64,
@@ -361,6 +366,8 @@ pub struct Stats {
     pub digest_mismatches: u64,
     /// Held from the peer but gone from our kernel.
     pub missing_in_kernel: u64,
+    /// Held from the peer but different in our kernel.
+    pub different_in_kernel: u64,
 
     // ---- kernel side, fed by the driver
     pub overruns: u64,

@@ -17,11 +17,11 @@
 //! 9 Digest         | id (4) | buckets = 256 (2) | R (2) |
 //!                  | 256 x ( count (4) | sum (8) ) |
 //! 10 ResyncRequest | reason (1) | R (3) | scope (32) |
-//! 11 Role          | role (1) | R (3) |
+//! 11 Role          | role (1) | flags (1) | R (2) |    flags bit 0: confirm
 //! 12 Goodbye       | reason (1) | R (3) |
 //!
 //! role: 1 master, 2 backup. scope: 256-bit bucket map (digest.rs).
-//! ResyncRequest reason: 1 digest mismatch, 2 missing in kernel,
+//! ResyncRequest reason: 1 digest mismatch, 2 kernel differs,
 //!   3 apply failed. Goodbye reason: 1 shutdown, 2 error.
 //! ```
 //!
@@ -104,8 +104,9 @@ pub enum ResyncReason {
     /// The digests differ in these buckets.
     DigestMismatch,
     /// Entries the receiver holds are gone from its kernel table (expired,
-    /// flushed by an operator).
-    MissingInKernel,
+    /// flushed by an operator) or differ there (changes lost while it was
+    /// master).
+    KernelDiffers,
     /// The receiver's kernel refused entries (table full).
     ApplyFailed,
 }
@@ -114,7 +115,7 @@ impl ResyncReason {
     pub fn code(self) -> u8 {
         match self {
             ResyncReason::DigestMismatch => 1,
-            ResyncReason::MissingInKernel => 2,
+            ResyncReason::KernelDiffers => 2,
             ResyncReason::ApplyFailed => 3,
         }
     }
@@ -122,7 +123,7 @@ impl ResyncReason {
     pub fn from_code(code: u8) -> Result<ResyncReason, DecodeError> {
         match code {
             1 => Ok(ResyncReason::DigestMismatch),
-            2 => Ok(ResyncReason::MissingInKernel),
+            2 => Ok(ResyncReason::KernelDiffers),
             3 => Ok(ResyncReason::ApplyFailed),
             other => Err(DecodeError::BadReason(other)),
         }
@@ -209,8 +210,16 @@ pub enum Message {
         reason: ResyncReason,
         scope: Scope,
     },
+    /// The sender's role changed (or, without `confirm`, the answer to a
+    /// Role with `confirm`). Sent only after everything queued under the
+    /// previous role: a master stepping down marks the end of its changes
+    /// with it. `confirm` asks the peer to answer with its own Role once it
+    /// has sent everything it queued: a new master waits for that answer
+    /// before acting on its own set, so nothing it decides crosses the old
+    /// master's last changes.
     Role {
         role: Role,
+        confirm: bool,
     },
     Goodbye {
         reason: GoodbyeReason,
@@ -310,9 +319,10 @@ impl Message {
                 f.put(&[0, 0, 0]);
                 f.put(&scope.0);
             }
-            Message::Role { role } => {
+            Message::Role { role, confirm } => {
                 f.put_u8(role.code());
-                f.put(&[0, 0, 0]);
+                f.put_u8(u8::from(*confirm));
+                f.put(&[0, 0]);
             }
             Message::Goodbye { reason } => {
                 f.put_u8(reason.code());
@@ -403,8 +413,15 @@ impl Message {
             }
             kind::ROLE => {
                 let role = Role::from_code(r.u8()?)?;
-                r.zeros(3)?;
-                Message::Role { role }
+                let flags = r.u8()?;
+                if flags & !1 != 0 {
+                    return Err(DecodeError::BadFlags(flags));
+                }
+                r.zeros(2)?;
+                Message::Role {
+                    role,
+                    confirm: flags & 1 != 0,
+                }
             }
             kind::GOODBYE => {
                 let reason = GoodbyeReason::from_code(r.u8()?)?;

@@ -101,6 +101,9 @@ pub const MIN_KEY_LEN: usize = KEY_FIXED_LEN + 2 * 4 + L4_LEN;
 /// Byte range of the timeout in an entry record (left out of the content
 /// hash, see [`crate::digest`]).
 pub const TIMEOUT_RANGE: std::ops::Range<usize> = 12..16;
+/// Byte range of the status in an entry record (its volatile bits are
+/// left out of the content hash).
+pub const STATUS_RANGE: std::ops::Range<usize> = 8..12;
 
 fn family_code(f: Family) -> u8 {
     match f {
