@@ -56,6 +56,12 @@
 //!    <--------------------------  DigestRequest{id}    as they arrive
 //!    Digest{256 buckets}  ------------------------->
 //!    <----------------  ResyncRequest{buckets} (if they differ)
+//!
+//!  switchover on a live connection (no resync):
+//!    (old master drains its queue)       <---  Role{Master, confirm}
+//!    Role{Backup}  --------------------------->   the drain marker: the new
+//!                                                 master now reconciles and
+//!                                                 compares digests
 //! ```
 //!
 //! ## Why it is built this way
@@ -72,8 +78,8 @@
 //!   arrives ([`session::Action::ApplyUpserts`]): at takeover there is
 //!   nothing left to do, and nothing to race.
 //! - **A reliable ordered stream plus a MAC on every frame.** conntrackd's
-//!   UDP and multicast channels carry a checksum, not a MAC: anyone on the
-//!   sync link can inject conntrack entries. Here every frame is
+//!   sync messages carry at most a checksum (`Checksum on`), not a MAC:
+//!   anyone on the sync link can inject conntrack entries. Here every frame is
 //!   authenticated with HMAC-SHA-256-128 (RFC 4868) under a key derived
 //!   from the shared key file; TCP gives order and retransmission, so the
 //!   protocol needs no resend queue of its own, and a sequence number that
@@ -102,6 +108,11 @@
 //!   never the event rate.
 //! - **Cheap reconciliation.** Digests over 256 buckets (3 KiB) find
 //!   divergence; only differing buckets are re-sent.
+//! - **Switchover without a resync and without crossed updates.** Both
+//!   sides keep the same replicated set, so the new master continues from
+//!   it; the old master marks the end of its queued changes with a Role
+//!   frame, and the new master acts on its own set only after that marker
+//!   (see [`session`]).
 //! - **No lock file, no separate daemon.** The session is a value inside
 //!   the director; a crash leaves nothing behind that blocks a restart.
 

@@ -129,14 +129,16 @@ impl Table {
     }
 
     /// Remove and return the keys in `scope` not marked with `epoch` since
-    /// the bulk began (the receiver's BulkEnd sweep).
+    /// the bulk began (the receiver's BulkEnd sweep). Sorted, so that the
+    /// session's output does not depend on hash order (record/replay).
     pub fn sweep_bulk(&mut self, scope: &Scope, epoch: u32) -> Vec<Key> {
-        let stale: Vec<Key> = self
+        let mut stale: Vec<Key> = self
             .map
             .iter()
             .filter(|(_, s)| scope.contains(s.bucket) && s.bulk_mark != epoch)
             .map(|(k, _)| *k)
             .collect();
+        stale.sort_unstable();
         for k in &stale {
             self.remove(k);
         }
@@ -150,13 +152,17 @@ impl Table {
         Some(*slot)
     }
 
-    /// Keys held but not in the dump of `epoch`, outside `exclude`.
+    /// Keys held but not in the dump of `epoch`, outside `exclude`;
+    /// sorted.
     pub fn not_in_dump(&self, epoch: u32, exclude: &Scope) -> Vec<(Key, u8)> {
-        self.map
+        let mut keys: Vec<(Key, u8)> = self
+            .map
             .iter()
             .filter(|(_, s)| s.dump_mark != epoch && !exclude.contains(s.bucket))
             .map(|(k, s)| (*k, s.bucket))
-            .collect()
+            .collect();
+        keys.sort_unstable();
+        keys
     }
 }
 

@@ -32,6 +32,8 @@
 //!             <----  ResyncRequest{buckets}   (only if buckets differ)
 //!  BulkStart{gen, scope=those buckets} ... BulkEnd  ---->
 //!  Heartbeat  <--->  when a direction was idle for the heartbeat interval
+//!  Role{role, confirm}  <--->  after a role change, once everything queued
+//!                              under the old role is sent (see session)
 //! ```
 //!
 //! Every frame after the Hello carries the next sequence number of its
