@@ -102,7 +102,7 @@ impl Pending {
         match self.map.get_mut(key) {
             Some(slot) if !matches!(slot.op, Op::Cancelled) => {
                 slot.op = Op::Cancelled;
-                self.live -= 1;
+                self.live = self.live.saturating_sub(1);
                 true
             }
             _ => false,
@@ -130,7 +130,7 @@ impl Pending {
         while let Some(key) = self.order.pop_front() {
             if let Some(slot) = self.map.remove(&key) {
                 if !matches!(slot.op, Op::Cancelled) {
-                    self.live -= 1;
+                    self.live = self.live.saturating_sub(1);
                     return Some((key, slot.op, slot.queued_at));
                 }
             }
