@@ -6,6 +6,29 @@ use crate::netns::{Netns, NsChild};
 use crate::{wait_for, Daemon};
 use std::time::{Duration, Instant};
 
+/// One `[[vrrp_instance]]` table with 100 ms adverts, `extra` keys last.
+pub fn instance_config(
+    name: &str,
+    dev: &str,
+    vrid: u8,
+    priority: u8,
+    vip: &str,
+    extra: &str,
+) -> String {
+    format!(
+        r#"
+[[vrrp_instance]]
+name = "{name}"
+interface = "{dev}"
+vrid = {vrid}
+priority = {priority}
+advert_interval = "100ms"
+virtual_ipaddresses = ["{vip}"]
+{extra}
+"#
+    )
+}
+
 /// `directorctl vrrp --json` of `d`.
 pub fn snapshot(d: &Daemon) -> serde_json::Value {
     let out = d.ctl_ok(&["vrrp", "--json"]);

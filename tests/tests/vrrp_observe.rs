@@ -7,6 +7,7 @@
 //! these tests run the built `director` and `directorctl` binaries.
 
 use director_tests::netns::{LbTopology, Netns, NsChild};
+use director_tests::vrrp;
 use director_tests::{bin, wait_for, Daemon};
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -22,31 +23,15 @@ fn global() -> String {
 }
 
 fn instance(priority: u8) -> String {
-    format!(
-        r#"
-[[vrrp_instance]]
-name = "VI_1"
-interface = "eth0"
-vrid = 51
-priority = {priority}
-advert_interval = "100ms"
-virtual_ipaddresses = ["{VIP}/32"]
-"#
-    )
+    vrrp::instance_config("VI_1", "eth0", 51, priority, &format!("{VIP}/32"), "")
 }
 
 fn has_vip(ns: &Netns) -> bool {
-    ns.ip(&["-4", "addr", "show", "dev", "eth0"])
-        .contains(&format!("inet {VIP}/32"))
+    vrrp::has_addr(ns, "eth0", &format!("{VIP}/32"))
 }
 
 fn state(d: &Daemon) -> String {
-    let out = d.ctl_ok(&["vrrp", "--json"]);
-    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
-    v["instances"][0]["status"]["state"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
+    vrrp::state(d, "VI_1")
 }
 
 /// `GET /metrics` from inside the daemon's namespace.

@@ -3,6 +3,7 @@
 //! 0 on a clean stop, preemption when the higher priority comes back.
 
 use director_tests::netns::{LbTopology, Netns};
+use director_tests::vrrp;
 use director_tests::{wait_for, Daemon};
 use std::time::{Duration, Instant};
 
@@ -10,32 +11,15 @@ const GLOBAL: &str = "dataplane = \"nftables\"\nreconcile_interval = \"1s\"\n";
 const VIP: &str = "192.0.2.100";
 
 fn instance(priority: u8, extra: &str) -> String {
-    format!(
-        r#"
-[[vrrp_instance]]
-name = "VI_1"
-interface = "eth0"
-vrid = 51
-priority = {priority}
-advert_interval = "100ms"
-virtual_ipaddresses = ["{VIP}/32"]
-{extra}
-"#
-    )
+    vrrp::instance_config("VI_1", "eth0", 51, priority, &format!("{VIP}/32"), extra)
 }
 
 fn has_vip(ns: &Netns) -> bool {
-    ns.ip(&["-4", "addr", "show", "dev", "eth0"])
-        .contains(&format!("inet {VIP}/32"))
+    vrrp::has_addr(ns, "eth0", &format!("{VIP}/32"))
 }
 
 fn state(d: &Daemon) -> String {
-    let out = d.ctl_ok(&["vrrp", "--json"]);
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
-    v["instances"][0]["status"]["state"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
+    vrrp::state(d, "VI_1")
 }
 
 fn wait_vip(ns: &Netns, want: bool, limit: Duration) -> Option<Duration> {

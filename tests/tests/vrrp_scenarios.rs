@@ -58,18 +58,7 @@ macro_rules! ensure_eq {
 
 /// One `[[vrrp_instance]]` with 100 ms adverts.
 fn vi(name: &str, dev: &str, vrid: u8, priority: u8, vip: &str, extra: &str) -> String {
-    format!(
-        r#"
-[[vrrp_instance]]
-name = "{name}"
-interface = "{dev}"
-vrid = {vrid}
-priority = {priority}
-advert_interval = "100ms"
-virtual_ipaddresses = ["{vip}"]
-{extra}
-"#
-    )
+    director_tests::vrrp::instance_config(name, dev, vrid, priority, vip, extra)
 }
 
 /// A pair: A (director 0) with priority 150, B (director 1) with 100,
