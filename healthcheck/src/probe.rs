@@ -441,17 +441,28 @@ async fn tcp(target: SocketAddr) -> Result<(), Failure> {
 }
 
 /// Runs the script with the target in its environment; exit status 0 is
-/// success. It runs in a process group of its own, so a timeout kills
-/// whatever it started too (a `sleep` in a shell script would otherwise
-/// outlive it).
+/// success.
 async fn script(s: &ScriptProbe, target: SocketAddr) -> Result<(), Failure> {
-    let Some((program, args)) = s.argv.split_first() else {
+    let env = [
+        ("DIRECTOR_CHECK_ADDRESS", target.ip().to_string()),
+        ("DIRECTOR_CHECK_PORT", target.port().to_string()),
+    ];
+    run_command(&s.argv, &env).await
+}
+
+/// Runs `argv` (no shell, no stdio) with `env` added; exit status 0 is
+/// success. The program runs in a process group of its own, and dropping
+/// the future (a caller's timeout) kills the whole group: `kill_on_drop`
+/// alone reaches only the direct child, so a `sleep` started by a shell
+/// script would outlive it. The director's VRRP track scripts and notify
+/// hooks run through this too.
+pub async fn run_command(argv: &[String], env: &[(&str, String)]) -> Result<(), Failure> {
+    let Some((program, args)) = argv.split_first() else {
         return Err(Failure::ScriptSpawn("empty command".into()));
     };
     let mut child = tokio::process::Command::new(program)
         .args(args)
-        .env("DIRECTOR_CHECK_ADDRESS", target.ip().to_string())
-        .env("DIRECTOR_CHECK_PORT", target.port().to_string())
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -462,8 +473,6 @@ async fn script(s: &ScriptProbe, target: SocketAddr) -> Result<(), Failure> {
     let group = child
         .id()
         .and_then(|id| rustix::process::Pid::from_raw(id as i32));
-    // The caller's timeout drops this future; the guard then kills the
-    // group (kill_on_drop only reaches the direct child).
     let _guard = GroupKiller(group);
     let status = child
         .wait()

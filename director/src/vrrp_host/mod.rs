@@ -739,23 +739,12 @@ fn start_tracking(
     });
 }
 
-/// Runs `argv` (no shell) and waits at most `timeout`; Ok on exit 0.
+/// Runs `argv` (no shell) and waits at most `timeout`; Ok on exit 0. A
+/// timeout kills the command's whole process group
+/// ([`healthcheck::probe::run_command`]).
 async fn run_argv(argv: &[String], timeout: Duration) -> Result<(), String> {
-    let Some((program, args)) = argv.split_first() else {
-        return Err("empty command".into());
-    };
-    let mut child = tokio::process::Command::new(program)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| e.to_string())?;
-    match tokio::time::timeout(timeout, child.wait()).await {
-        Ok(Ok(status)) if status.success() => Ok(()),
-        Ok(Ok(status)) => Err(status.to_string()),
-        Ok(Err(e)) => Err(e.to_string()),
+    match tokio::time::timeout(timeout, healthcheck::probe::run_command(argv, &[])).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
         Err(_) => Err(format!("timed out after {timeout:?}")),
     }
 }
