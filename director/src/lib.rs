@@ -33,6 +33,8 @@
 //!   its own runtime, the check plan and its fan-out (`health::plan`),
 //!   drains and real servers leaving the config (`health::pool`), the
 //!   `directorctl health` view (`health::view`).
+//! - [`ctsync_host`]: conntrack replication in the daemon: the `ctsync`
+//!   session driven over TCP, ctnetlink events in, entries written out.
 //! - [`daemon`]: `director run`: reconcile loop, triggers, control socket,
 //!   health transitions applied at once, dead-backend connection cleanup.
 //!
@@ -41,6 +43,7 @@
 pub mod config;
 pub mod conntrack;
 pub mod control;
+pub mod ctsync_host;
 pub mod daemon;
 pub mod dataplane;
 pub mod desired;
