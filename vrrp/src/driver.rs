@@ -322,11 +322,16 @@ impl Driver {
                                 tokio::time::sleep_until(early).await;
                             }
                             let left = at.saturating_duration_since(Instant::now());
-                            if !left.is_zero() && left <= PRECISE_MARGIN {
+                            if left <= PRECISE_MARGIN {
                                 std::thread::sleep(left);
+                                // `at` has passed: done. Not a final
+                                // `sleep_until(at)`: tokio rounds a deadline
+                                // up to its next 1 ms tick (counted from its
+                                // own start, not our epoch) and would wait
+                                // for that tick, losing up to 1 ms again.
+                                return;
                             }
                         }
-                        // At or past `at` when precise: ready at once.
                         tokio::time::sleep_until(at).await
                     }
                     None => std::future::pending::<()>().await,
