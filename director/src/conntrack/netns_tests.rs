@@ -232,3 +232,135 @@ fn real_loopback_traffic_shows_up_established() {
     let c = counts.iter().find(|c| c.orig_dst.port() == port).unwrap();
     assert_eq!((c.active, c.inactive), (1, 0));
 }
+
+// ------------------------------------------------------- replication (ctsync)
+
+mod replication {
+    use super::*;
+    use crate::conntrack::events::EventSocket;
+    use crate::ctsync_host::kernel::{self, Filter};
+    use crate::ctsync_host::table::{ConntrackTable, EventSource, SourceBatch};
+    use ctsync::{Entry, Event, L4};
+    use std::net::{Ipv4Addr, UdpSocket};
+    use std::time::Duration;
+
+    const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
+
+    fn filter() -> Filter {
+        Filter::new([IpAddr::from(VIP)], [ip("198.51.100.1")], [])
+    }
+
+    /// A DNAT entry client:port -> VIP:80 answered by 10.1.0.11:8080.
+    fn dnat(client: &str, port: u16) -> Entry {
+        let mut e = kernel::synthetic_entries(1, VIP)[0];
+        e.original.src = ip(client);
+        e.original.l4 = L4::Ports { src: port, dst: 80 };
+        e.reply.src = ip("10.1.0.11");
+        e.reply.dst = ip(client);
+        e.reply.l4 = L4::Ports {
+            src: 8080,
+            dst: port,
+        };
+        e
+    }
+
+    fn drain(ev: &mut EventSocket) -> Vec<crate::conntrack::CtEvent> {
+        let mut out = Vec::new();
+        while let Some(b) = ev.next_batch(Duration::from_millis(300)).unwrap() {
+            assert!(!b.lost(), "{b:?}");
+            out.extend(b.events);
+        }
+        out
+    }
+
+    #[test]
+    fn events_of_our_own_writes_carry_our_portid() {
+        let Some(ns) = NetNs::new() else { return };
+        ns.run(|| {
+            let mut raw = EventSocket::open().unwrap();
+            let (mut table, mut events) = kernel::open(filter()).unwrap();
+            let e = dnat("203.0.113.5", 41000);
+            let a = table.upsert(&[e]);
+            assert_eq!((a.written, a.failed.len()), (1, 0), "{a:?}");
+            // Update (the GET + change path) and delete, too.
+            let mut e2 = e;
+            e2.timeout = 99;
+            assert_eq!(table.upsert(&[e2]).written, 1);
+            assert_eq!(table.delete(&[e.key()]).written, 1);
+
+            let got = drain(&mut raw);
+            let kinds: Vec<_> = got.iter().map(|e| (e.kind, e.portid)).collect();
+            let me = table.portid();
+            assert_ne!(me, 0);
+            assert_eq!(
+                kinds,
+                vec![
+                    (EventKind::New, me),
+                    (EventKind::Update, me),
+                    (EventKind::Destroy, me)
+                ],
+                "ctnetlink events carry the writer's port id"
+            );
+            assert_eq!(got[0].entry.orig.dst, IpAddr::from(VIP));
+            // The table's own event source suppresses all three.
+            assert_eq!(events.next_batch(Duration::from_millis(300)).unwrap(), None);
+            assert_eq!(events.stats().echoes, 3);
+            assert_eq!(events.stats().read, 3);
+        });
+    }
+
+    #[test]
+    fn a_tiny_receive_buffer_and_a_burst_is_an_overrun() {
+        let Some(ns) = NetNs::new() else { return };
+        ns.run(|| {
+            let mut raw = EventSocket::with_rcvbuf(4096).unwrap();
+            // Another table's events (port id unknown to them), tiny too.
+            let (_, mut events) = kernel::open_with(filter(), 4096).unwrap();
+            let (mut table, _) = kernel::open(filter()).unwrap();
+            let entries = kernel::synthetic_entries(2000, VIP);
+            assert_eq!(table.upsert(&entries).written, 2000);
+            let mut overrun = false;
+            let mut n = 0;
+            while let Some(b) = raw.next_batch(Duration::from_millis(300)).unwrap() {
+                overrun |= b.overrun;
+                n += b.events.len();
+            }
+            assert!(overrun, "2000 events into 4 KiB and no overrun ({n} read)");
+            assert!(n < 2000);
+            // KernelEvents: events before the overrun, then Overrun.
+            let mut saw = false;
+            while let Some(b) = events.next_batch(Duration::from_millis(300)).unwrap() {
+                saw |= b == SourceBatch::Overrun;
+            }
+            assert!(saw);
+            assert!(events.stats().overruns >= 1);
+        });
+    }
+
+    #[test]
+    fn the_kernel_refuses_nat_and_status_changes_on_update() {
+        let Some(ns) = NetNs::new() else { return };
+        ns.run(|| {
+            let mut s = ConntrackSocket::open().unwrap();
+            let ct = kernel::to_kernel(&dnat("203.0.113.9", 42000)).unwrap();
+            assert!(ct.nat_dst.is_some());
+            let a = s.batch(&[Request::Create(&ct), Request::Upsert(&ct)]).unwrap();
+            assert!(a[0].is_ok(), "{a:?}");
+            // ctnetlink_change_conntrack: NAT only for new conntracks.
+            assert_eq!(
+                a[1].as_ref().err().and_then(errno_of),
+                Some(libc::EOPNOTSUPP),
+                "{a:?}"
+            );
+            // Clearing ASSURED ("can only be set") is EBUSY.
+            let mut cleared = ct.clone();
+            cleared.status = Some(codec::status::SEEN_REPLY);
+            let a = s.batch(&[Request::Update(&cleared)]).unwrap();
+            assert_eq!(a[0].as_ref().err().and_then(errno_of), Some(libc::EBUSY));
+            // Update of an absent entry without NLM_F_CREATE: ENOENT.
+            let other = kernel::to_kernel(&dnat("203.0.113.10", 1)).unwrap();
+            let a = s.batch(&[Request::Update(&other)]).unwrap();
+            assert!(matches!(a[0], Err(ConntrackError::NotFound)), "{a:?}");
+        });
+    }
+}
