@@ -126,11 +126,7 @@ pub enum MapError {
     Missing(&'static str),
 }
 
-fn l4_to_kernel(
-    proto_num: u8,
-    t: &ctsync::Tuple,
-    tuple: &'static str,
-) -> Result<Tuple, MapError> {
+fn l4_to_kernel(proto_num: u8, t: &ctsync::Tuple, tuple: &'static str) -> Result<Tuple, MapError> {
     let mut k = Tuple::ports(proto_num, t.src, 0, t.dst, 0);
     let needs = match proto_num {
         proto::ICMP | proto::ICMPV6 => "ICMP id/type/code",
@@ -171,7 +167,11 @@ fn l4_to_kernel(
             return Err(MapError::WrongL4 {
                 proto: proto_num,
                 tuple,
-                want: if want.is_empty() { "no ICMP fields" } else { want },
+                want: if want.is_empty() {
+                    "no ICMP fields"
+                } else {
+                    want
+                },
             })
         }
     }
@@ -546,7 +546,9 @@ impl ConntrackTable for KernelTable {
                         step: Step::Create,
                     })
                 }
-                Err(err) => out.failed.push((e.key(), format!("cannot map entry: {err}"))),
+                Err(err) => out
+                    .failed
+                    .push((e.key(), format!("cannot map entry: {err}"))),
             }
         }
         for _ in 0..MAX_ROUNDS {
@@ -999,4 +1001,3 @@ pub fn measure(n: usize, event_rcvbuf: usize) -> Result<Measurements, ConntrackE
         delete,
     })
 }
-
