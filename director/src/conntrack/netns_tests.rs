@@ -652,4 +652,22 @@ mod replication {
             assert!(a.failed[0].1.contains("table full"), "{a:?}");
         });
     }
+
+    /// `cargo test -p director --release --lib measure_replication -- --ignored --nocapture`
+    /// (root): the numbers of the issue, in a scratch namespace.
+    #[test]
+    #[ignore = "benchmark: prints numbers, takes seconds"]
+    fn measure_replication() {
+        let Some(ns) = NetNs::new() else { return };
+        let n: usize = std::env::var("CT_MEASURE_N")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(100_000);
+        let m = ns
+            .run(|| kernel::measure(n, 256 * 1024 * 1024))
+            .unwrap_or_else(|e| panic!("{e}"));
+        println!("{m}");
+        assert_eq!(m.events_read, n as u64, "{m}");
+        assert!(!m.events_overrun);
+    }
 }

@@ -1001,3 +1001,343 @@ pub fn measure(n: usize, event_rcvbuf: usize) -> Result<Measurements, ConntrackE
         delete,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conntrack::codec::{self, AttrSet};
+    use crate::conntrack::{refusal, Family};
+    use ctsync::entry::{proto as p, status as st};
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn dnat() -> Entry {
+        synthetic_entries(1, std::net::Ipv4Addr::new(192, 0, 2, 100))[0]
+    }
+
+    /// What the kernel reports for an entry it was given as `ct`: the
+    /// translated reply tuple, the NAT and NAT_DONE bits it sets itself,
+    /// the flags as written.
+    fn as_kernel_reports(ct: &Conntrack, reply: Tuple) -> Conntrack {
+        let mut k = ct.clone();
+        k.reply = reply;
+        let mut s = ct.status.unwrap() | st::CONFIRMED | st::SRC_NAT_DONE | st::DST_NAT_DONE;
+        if ct.nat_dst.is_some() {
+            s |= st::DST_NAT;
+        }
+        if ct.nat_src.is_some() {
+            s |= st::SRC_NAT;
+        }
+        k.status = Some(s);
+        k.nat_dst = None;
+        k.nat_src = None;
+        k.id = Some(1234);
+        // Dumps carry the flags with a zero mask.
+        if let Some(t) = &mut k.tcp {
+            for f in [&mut t.flags_orig, &mut t.flags_reply]
+                .into_iter()
+                .flatten()
+            {
+                f.mask = 0;
+            }
+        }
+        k
+    }
+
+    #[test]
+    fn dnat_entry_maps_to_a_create_with_nat_dst_and_back() {
+        let e = dnat();
+        let ct = to_kernel(&e).unwrap();
+        // The request carries the plain reply tuple plus CTA_NAT_DST.
+        assert_eq!(ct.reply, ct.orig.inverted());
+        let n = ct.nat_dst.clone().unwrap();
+        assert_eq!(n.min_ip, e.reply.src);
+        assert_eq!((n.min_port, n.max_port), (Some(8080), Some(8080)));
+        assert!(ct.nat_src.is_none());
+        assert_eq!(ct.mark, Some(7));
+        assert_eq!(ct.zone, None);
+        let t = ct.tcp.clone().unwrap();
+        assert_eq!(t.state, TcpState::ESTABLISHED);
+        assert_eq!(
+            t.flags_orig.unwrap().flags & tcp_flag::BE_LIBERAL,
+            tcp_flag::BE_LIBERAL
+        );
+        assert_eq!(t.flags_orig.unwrap().mask, 0xff);
+
+        let reply = l4_to_kernel(e.proto, &e.reply, "reply").unwrap();
+        let back = from_kernel(&as_kernel_reports(&ct, reply)).unwrap();
+        assert_eq!(back, e);
+    }
+
+    #[test]
+    fn snat_plus_dnat_entry_round_trips() {
+        let mut e = dnat();
+        e.reply.dst = ip("198.51.100.1");
+        e.reply.l4 = L4::Ports {
+            src: 8080,
+            dst: 61000,
+        };
+        e.status |= st::SRC_NAT;
+        e.zone = 9;
+        e.mark = 0xdead;
+        let ct = to_kernel(&e).unwrap();
+        let s = ct.nat_src.clone().unwrap();
+        assert_eq!(s.min_ip, ip("198.51.100.1"));
+        assert_eq!(s.min_port, Some(61000));
+        assert!(ct.nat_dst.is_some());
+        assert_eq!(ct.zone, Some(9));
+        // The encoded create request has both NAT nests; the update
+        // request (AttrSet::Update) has neither.
+        let mut w = crate::netlink::Writer::new();
+        codec::encode_new(&mut w, 1, &ct).unwrap();
+        let mut u = crate::netlink::Writer::new();
+        codec::encode_update(&mut u, 2, &ct).unwrap();
+        let created = codec::decode(&w.buf[16..]).unwrap();
+        let updated = codec::decode(&u.buf[16..]).unwrap();
+        assert_eq!(created.nat_src, ct.nat_src);
+        assert_eq!(created.nat_dst, ct.nat_dst);
+        assert_eq!((updated.nat_src, updated.nat_dst), (None, None));
+        assert_eq!(updated.timeout, Some(e.timeout));
+        let reply = l4_to_kernel(e.proto, &e.reply, "reply").unwrap();
+        assert_eq!(from_kernel(&as_kernel_reports(&ct, reply)).unwrap(), e);
+        // AttrSet::Create sends CONFIRMED and no kernel-only bits.
+        assert_eq!(
+            created.status,
+            Some((e.status & !codec::status::UNCHANGEABLE) | st::CONFIRMED)
+        );
+        let _ = AttrSet::Create;
+    }
+
+    #[test]
+    fn plain_icmp_and_v6_entries_round_trip_without_nat() {
+        let mut e = dnat();
+        e.proto = p::ICMP;
+        e.tcp = None;
+        e.original.l4 = L4::Icmp {
+            id: 7,
+            icmp_type: 8,
+            icmp_code: 0,
+        };
+        e.reply = ctsync::Tuple {
+            src: e.original.dst,
+            dst: e.original.src,
+            l4: L4::Icmp {
+                id: 7,
+                icmp_type: 0,
+                icmp_code: 0,
+            },
+        };
+        // Every entry in a kernel table is CONFIRMED, the master's too.
+        e.status = st::SEEN_REPLY | st::CONFIRMED;
+        let ct = to_kernel(&e).unwrap();
+        assert!(ct.nat_dst.is_none() && ct.nat_src.is_none());
+        assert_eq!(ct.orig.icmp.unwrap().kind, 8);
+        let mut k = ct.clone();
+        k.status = Some(st::SEEN_REPLY | st::CONFIRMED);
+        assert_eq!(from_kernel(&k).unwrap(), e);
+
+        let mut v6 = dnat();
+        v6.original.src = ip("2001:db8::1");
+        v6.original.dst = ip("2001:db8::100");
+        v6.reply.src = ip("2001:db8:1::11");
+        v6.reply.dst = ip("2001:db8::1");
+        let ct = to_kernel(&v6).unwrap();
+        assert_eq!(ct.family, Family::Ipv6);
+        assert_eq!(ct.nat_dst.unwrap().min_ip, ip("2001:db8:1::11"));
+    }
+
+    #[test]
+    fn entries_that_cannot_be_mapped_are_typed_errors() {
+        let mut e = dnat();
+        e.reply.src = ip("2001:db8::1");
+        assert_eq!(to_kernel(&e), Err(MapError::MixedFamily));
+
+        let mut e = dnat();
+        e.original.l4 = L4::None;
+        assert!(matches!(
+            to_kernel(&e),
+            Err(MapError::WrongL4 {
+                proto: 6,
+                tuple: "original",
+                want: "ports"
+            })
+        ));
+        let mut e = dnat();
+        e.tcp = None;
+        assert_eq!(to_kernel(&e), Err(MapError::TcpWithoutState));
+        let mut e = dnat();
+        e.tcp.as_mut().unwrap().state = 10;
+        assert_eq!(to_kernel(&e), Err(MapError::TcpState(10)));
+        let mut e = dnat();
+        e.proto = p::UDP;
+        assert_eq!(to_kernel(&e), Err(MapError::TcpStateOnNonTcp(17)));
+        assert!(MapError::TcpState(10).to_string().contains("TCP state 10"));
+
+        // Kernel side: directional zones, half ports, missing fields.
+        let ct = to_kernel(&dnat()).unwrap();
+        let mut k = ct.clone();
+        k.orig.zone = Some(3);
+        assert_eq!(
+            from_kernel(&k),
+            Err(MapError::DirectionalZone { tuple: "original" })
+        );
+        let mut k = ct.clone();
+        k.reply.dst_port = None;
+        assert_eq!(from_kernel(&k), Err(MapError::HalfPorts { tuple: "reply" }));
+        let mut k = ct.clone();
+        k.timeout = None;
+        assert_eq!(from_kernel(&k), Err(MapError::Missing("CTA_TIMEOUT")));
+        let mut k = ct.clone();
+        k.tcp = None;
+        assert_eq!(from_kernel(&k), Err(MapError::TcpWithoutState));
+        // A destroy event needs only the key.
+        k.status = None;
+        assert_eq!(key_from_kernel(&k).unwrap(), dnat().key());
+        let (t, zone) = key_to_kernel(&dnat().key()).unwrap();
+        assert_eq!((t, zone), (ct.orig.clone(), None));
+    }
+
+    #[test]
+    fn local_bookkeeping_bits_are_left_out_when_reading() {
+        let e = dnat();
+        let mut k = to_kernel(&e).unwrap();
+        k.reply = l4_to_kernel(e.proto, &e.reply, "reply").unwrap();
+        k.status = Some(e.status | LOCAL_STATUS);
+        let t = k.tcp.as_mut().unwrap();
+        t.flags_orig = Some(TcpFlags {
+            flags: tcp_flag::BE_LIBERAL | tcp_flag::WINDOW_SCALE | tcp_flag::SACK_PERM,
+            mask: 0,
+        });
+        let back = from_kernel(&k).unwrap();
+        assert_eq!(back.status, e.status);
+        assert_eq!(
+            back.tcp.unwrap().flags_original,
+            e.tcp.unwrap().flags_original
+        );
+    }
+
+    #[test]
+    fn filter_takes_vip_and_snat_flows_minus_ignored_addresses() {
+        let f = Filter::new(
+            [ip("192.0.2.100"), ip("2001:db8::100")],
+            [ip("198.51.100.1")],
+            [
+                "10.0.0.0/24".parse::<Cidr>().unwrap(),
+                "2001:db8:ffff::1".parse().unwrap(),
+            ],
+        );
+        let e = dnat();
+        assert!(f.matches_entry(&e));
+        assert!(f.matches(&to_kernel(&e).unwrap()));
+        // Not to a VIP, not from an SNAT source.
+        let mut other = e;
+        other.original.dst = ip("192.0.2.101");
+        assert!(!f.matches_entry(&other));
+        // SNAT: outbound flow whose reply goes to the SNAT address.
+        let mut snat = other;
+        snat.reply.dst = ip("198.51.100.1");
+        assert!(f.matches_entry(&snat));
+        // The boxes' own addresses are ignored (health checks, sync).
+        let mut own = e;
+        own.original.src = ip("10.0.0.7");
+        assert!(!f.matches_entry(&own));
+        let mut own6 = e;
+        own6.original.src = ip("2001:db8:ffff::1");
+        own6.original.dst = ip("2001:db8::100");
+        own6.reply.src = ip("2001:db8:1::11");
+        own6.reply.dst = own6.original.src;
+        assert!(!f.matches_entry(&own6));
+        own6.original.src = ip("2001:db8:ffff::2");
+        assert!(f.matches_entry(&own6));
+        assert!(f.matches_key(&e.key()));
+        assert!(!f.matches_key(&own.key()));
+    }
+
+    #[test]
+    fn cidr_parsing_and_containment() {
+        let c: Cidr = "10.1.0.0/16".parse().unwrap();
+        assert!(c.contains(ip("10.1.255.3")));
+        assert!(!c.contains(ip("10.2.0.1")));
+        assert!(!c.contains(ip("::1")));
+        let all: Cidr = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains(ip("203.0.113.1")));
+        let host: Cidr = "2001:db8::5".parse().unwrap();
+        assert_eq!(host.prefix, 128);
+        assert!(host.contains(ip("2001:db8::5")) && !host.contains(ip("2001:db8::6")));
+        assert!("10.0.0.0/33"
+            .parse::<Cidr>()
+            .unwrap_err()
+            .contains("longer than 32"));
+        assert!("nope/8"
+            .parse::<Cidr>()
+            .unwrap_err()
+            .contains("bad address"));
+        assert_eq!(c.to_string(), "10.1.0.0/16");
+    }
+
+    #[test]
+    fn filter_from_config_uses_vips_virtual_servers_and_snat() {
+        let toml = r#"
+[global]
+router_id = "lb-01"
+
+[[vrrp_instance]]
+name = "VI_1"
+interface = "eth1"
+vrid = 51
+priority = 150
+virtual_ipaddresses = ["192.0.2.100/32"]
+
+[[virtual_server]]
+name = "web"
+address = "192.0.2.200:80"
+protocol = "tcp"
+scheduler = "rr"
+
+[[virtual_server.real_server]]
+address = "10.0.1.11:8080"
+
+[[snat]]
+match_vip = "192.0.2.100"
+to_source = "192.0.2.101"
+"#;
+        let config = crate::config::parse(toml, "test.toml").unwrap_or_else(|e| panic!("{e:?}"));
+        let f = Filter::from_config(&config, &["10.0.0.0/8".parse().unwrap()]);
+        assert_eq!(
+            f,
+            Filter::new(
+                [ip("192.0.2.100"), ip("192.0.2.200")],
+                [ip("192.0.2.101")],
+                ["10.0.0.0/8".parse().unwrap()]
+            )
+        );
+    }
+
+    #[test]
+    fn kernel_errnos_map_to_what_the_session_acts_on() {
+        // ENOMEM from ctnetlink_create_conntrack: nf_conntrack_max.
+        let e = refusal("creating a conntrack entry", libc::ENOMEM, None);
+        assert!(matches!(e, ConntrackError::TableFull));
+        let mut out = Applied::default();
+        fail(&mut out, dnat().key(), &e);
+        assert!(out.table_full);
+        assert!(out.failed[0].1.contains("nf_conntrack_max"));
+        assert!(matches!(
+            refusal("x", libc::EEXIST, None),
+            ConntrackError::Exists
+        ));
+        assert!(matches!(
+            refusal("x", libc::ENOENT, None),
+            ConntrackError::NotFound
+        ));
+        let e = refusal("updating a conntrack entry", libc::EBUSY, Some("busy"));
+        assert_eq!(errno_of(&e), Some(libc::EBUSY));
+        assert!(e.to_string().contains("updating a conntrack entry"), "{e}");
+        assert!(e.to_string().contains("kernel says: busy"), "{e}");
+        let mut out = Applied::default();
+        fail(&mut out, dnat().key(), &e);
+        assert!(!out.table_full);
+    }
+}
