@@ -410,9 +410,9 @@ impl Filter {
         self.accepts(e.original.src, e.original.dst, e.reply.dst)
     }
 
-    /// Whether a key passes, for destroy events: the reply tuple is not
-    /// known, so SNAT flows are decided on their original tuple alone
-    /// by [`Filter::matches`] of the event's entry instead.
+    /// Whether a key alone passes: VIP flows only, since an SNAT flow is
+    /// recognised by its reply tuple, which a key lacks (destroy events
+    /// carry both tuples and go through [`Filter::matches`]).
     pub fn matches_key(&self, k: &Key) -> bool {
         self.vips.contains(&k.original.dst)
             && !self
