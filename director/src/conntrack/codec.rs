@@ -877,6 +877,13 @@ pub enum AttrSet {
     /// count, counters, timestamps or unknown attributes (the receiving
     /// kernel has its own).
     Create,
+    /// What `ctnetlink_change_conntrack` accepts for an existing entry:
+    /// as `Create` but without CTA_NAT_SRC / CTA_NAT_DST (it answers
+    /// EOPNOTSUPP to any NAT attribute: "only allow NAT changes and master
+    /// assignation for new conntracks", net/netfilter/nf_conntrack_netlink.c)
+    /// and without CTA_HELP (a helper change is refused with EBUSY);
+    /// the timeout is optional.
+    Update,
 }
 
 fn check_family(ct: &Conntrack) -> Result<(), EncodeError> {
@@ -1049,7 +1056,9 @@ pub fn encode_attrs(w: &mut Writer, ct: &Conntrack, set: AttrSet) -> Result<(), 
     match ct.timeout {
         Some(t) => w.put_be32(cta::TIMEOUT, t)?,
         // ctnetlink_create_conntrack: "if (!cda[CTA_TIMEOUT]) goto err1".
-        None if !all => return Err(EncodeError("a new entry needs a timeout".into())),
+        None if set == AttrSet::Create => {
+            return Err(EncodeError("a new entry needs a timeout".into()))
+        }
         None => {}
     }
     if let Some(t) = &ct.tcp {
@@ -1073,7 +1082,7 @@ pub fn encode_attrs(w: &mut Writer, ct: &Conntrack, set: AttrSet) -> Result<(), 
             encode_counters(w, cta::COUNTERS_REPLY, c)?;
         }
     }
-    if let Some(h) = &ct.helper {
+    if let Some(h) = ct.helper.as_ref().filter(|_| set != AttrSet::Update) {
         encode_name(w, cta::HELP, h)?;
     }
     if all {
@@ -1100,11 +1109,13 @@ pub fn encode_attrs(w: &mut Writer, ct: &Conntrack, set: AttrSet) -> Result<(), 
             w.end_nest(n)?;
         }
     }
-    if let Some(n) = &ct.nat_src {
-        encode_nat(w, cta::NAT_SRC, n)?;
-    }
-    if let Some(n) = &ct.nat_dst {
-        encode_nat(w, cta::NAT_DST, n)?;
+    if set != AttrSet::Update {
+        if let Some(n) = &ct.nat_src {
+            encode_nat(w, cta::NAT_SRC, n)?;
+        }
+        if let Some(n) = &ct.nat_dst {
+            encode_nat(w, cta::NAT_DST, n)?;
+        }
     }
     if all {
         put_raw(w, &ct.unknown)?;
@@ -1148,10 +1159,50 @@ pub fn encode_dump(w: &mut Writer, seq: u32, family: Option<Family>) -> Result<(
     Ok(w.end_msg(start)?)
 }
 
+/// IPCTNL_MSG_CT_NEW with NLM_F_CREATE but without NLM_F_EXCL: creates
+/// `ct`, or, if an entry with its original tuple exists, changes that one
+/// (`ctnetlink_change_conntrack`). The kernel refuses NAT attributes on
+/// the change path (EOPNOTSUPP), so an entry with `nat_src` / `nat_dst`
+/// that already exists fails instead of being updated.
+pub fn encode_upsert(w: &mut Writer, seq: u32, ct: &Conntrack) -> Result<(), EncodeError> {
+    let flags = nl::NLM_F_REQUEST | nl::NLM_F_ACK | nl::NLM_F_CREATE;
+    encode_entry(w, msg::NEW, flags, seq, ct, AttrSet::Create)
+}
+
+/// IPCTNL_MSG_CT_NEW without NLM_F_CREATE: changes the existing entry
+/// with `ct`'s original tuple (ENOENT if there is none), without NAT
+/// attributes ([`AttrSet::Update`]).
+pub fn encode_update(w: &mut Writer, seq: u32, ct: &Conntrack) -> Result<(), EncodeError> {
+    let flags = nl::NLM_F_REQUEST | nl::NLM_F_ACK;
+    encode_entry(w, msg::NEW, flags, seq, ct, AttrSet::Update)
+}
+
 /// IPCTNL_MSG_CT_DELETE of the entry whose original tuple is `orig`, in
 /// `zone` (the kernel looks entries up per zone; `None` is zone 0).
 pub fn encode_delete(
     w: &mut Writer,
+    seq: u32,
+    orig: &Tuple,
+    zone: Option<u16>,
+) -> Result<(), EncodeError> {
+    encode_lookup(w, msg::DELETE, seq, orig, zone)
+}
+
+/// IPCTNL_MSG_CT_GET of the one entry whose original tuple is `orig` in
+/// `zone`: answered with that entry (message type NEW) then the ACK, or
+/// ENOENT.
+pub fn encode_get(
+    w: &mut Writer,
+    seq: u32,
+    orig: &Tuple,
+    zone: Option<u16>,
+) -> Result<(), EncodeError> {
+    encode_lookup(w, msg::GET, seq, orig, zone)
+}
+
+fn encode_lookup(
+    w: &mut Writer,
+    m: u8,
     seq: u32,
     orig: &Tuple,
     zone: Option<u16>,
@@ -1161,7 +1212,7 @@ pub fn encode_delete(
         return Err(EncodeError("tuple mixes IPv4 and IPv6".into()));
     }
     let start = w.begin_nfnl(
-        msg_type(msg::DELETE),
+        msg_type(m),
         nl::NLM_F_REQUEST | nl::NLM_F_ACK,
         seq,
         family.af(),

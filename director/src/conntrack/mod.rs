@@ -10,7 +10,12 @@
 //!   attributes kept; layout diagram at the top.
 //! - `nl` (= `crate::netlink`): the shared, bounds-checked netlink framing.
 //! - [`ConntrackSocket`] (`socket`): blocking dump / create / delete with a
-//!   typed [`ConntrackError`] that says whose fault a failure is.
+//!   typed [`ConntrackError`] that says whose fault a failure is, and
+//!   [`ConntrackSocket::batch`]: many create / upsert / update / delete /
+//!   get requests per `sendmsg`, each answer mapped back to its request
+//!   by sequence number.
+//! - [`events`]: [`EventSocket`], the NEW / UPDATE / DESTROY events with
+//!   the port id of the writer that caused them, overruns reported.
 //! - [`summary`]: entries -> IPVS-style active/inactive counts.
 //! - `tests`: round trips, garbage/truncation, proptest, and comparison with
 //!   real conntrack CLI traffic in `testdata/conntrack.txt` (recorded in a
@@ -28,6 +33,7 @@
 //! protoinfo and zone, with NLM_F_CREATE|NLM_F_EXCL|NLM_F_ACK.
 
 pub mod codec;
+pub mod events;
 use crate::netlink as nl;
 mod socket;
 pub mod summary;
@@ -36,7 +42,10 @@ pub use codec::{
     AttrSet, Conntrack, Counters, DecodeError, EncodeError, Family, Icmp, NatRange, RawAttr,
     SeqAdj, TcpFlags, TcpInfo, TcpState, Timestamp, Tuple,
 };
-pub use socket::{ConntrackError, ConntrackSocket};
+pub use events::{CtEvent, EventBatch, EventKind, EventSocket};
+pub use socket::{
+    errno_of, refusal, Answer, ConntrackError, ConntrackSocket, Request, ACK_RCVBUF, BATCH_BYTES,
+};
 pub use summary::{flow_counts, flow_summary, FlowCount, FlowSummary};
 
 #[cfg(test)]

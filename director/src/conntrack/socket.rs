@@ -4,12 +4,21 @@
 //! The socket belongs to the network namespace of the thread that opened
 //! it: conntrack tables are per netns, so open it where the table is.
 //!
-//! Events (a later issue) need a second socket bound to the groups
-//! NFNLGRP_CONNTRACK_NEW / _UPDATE / _DESTROY (1, 2, 3), whose messages are
-//! the same entries as a dump (`codec::decode`, message type NEW for new
-//! and update, DELETE for destroy); requests and events are kept on
-//! separate sockets so that an event burst cannot interleave with, or
-//! overrun, a dump.
+//! Events are read on a second socket ([`super::events::EventSocket`]);
+//! requests and events are kept on separate sockets so that an event
+//! burst cannot interleave with, or overrun, a dump.
+//!
+//! Batches ([`ConntrackSocket::batch`]): many requests are concatenated
+//! into one `sendmsg` of at most [`BATCH_BYTES`]. nfnetlink has no
+//! transaction for ctnetlink (NFNL_MSG_BATCH_BEGIN is for nf_tables
+//! only): `netlink_rcv_skb` runs each message in turn, synchronously in
+//! our `sendmsg`, and queues one ACK or NACK per message (all carry
+//! NLM_F_ACK) on our socket before `sendmsg` returns. Each answer carries
+//! the request's sequence number, which is how an error finds its entry;
+//! a failing message does not stop the ones after it. The answers are
+//! separate skbs of about 1 KiB truesize each, so the socket's receive
+//! buffer is raised ([`ACK_RCVBUF`]) or answers to a large batch would be
+//! dropped (the kernel counts an overrun, we would see ENOBUFS).
 
 use super::codec::{self, Conntrack, DecodeError, EncodeError, Family, Tuple};
 use super::nl::{self, ErrorMsg, MsgIter, Reply, Writer, NLM_F_DUMP_INTR};
@@ -18,6 +27,15 @@ use std::io;
 
 /// A dump datagram is at most 32 KiB (netlink_dump's cap); more is free.
 const RECV_BUF: usize = 64 * 1024;
+/// Requests per `sendmsg` of a batch, in bytes. The kernel's limit is
+/// the socket's send buffer; 64 KiB (a few hundred entries) keeps the
+/// answers of one send well inside [`ACK_RCVBUF`].
+pub const BATCH_BYTES: usize = 64 * 1024;
+/// Receive buffer of the request socket (SO_RCVBUFFORCE, falling back to
+/// SO_RCVBUF capped by net.core.rmem_max when not privileged): room for
+/// the answers of one [`BATCH_BYTES`] send (≤ ~700 skbs of ≤ 2 KiB
+/// truesize, GET answers included) several times over.
+pub const ACK_RCVBUF: usize = 8 * 1024 * 1024;
 /// A dump the kernel marks inconsistent (NLM_F_DUMP_INTR: the table changed
 /// during it) is restarted this many times before giving up.
 const DUMP_ATTEMPTS: usize = 3;
@@ -46,6 +64,20 @@ pub enum ConntrackError {
     /// No such entry (DELETE): a reconcile signal, not a failure.
     #[error("no such conntrack entry")]
     NotFound,
+    /// ENOMEM on a create: `nf_conntrack_max` entries are in the table
+    /// and none could be early-dropped (`__nf_conntrack_alloc`,
+    /// net/netfilter/nf_conntrack_core.c; ctnetlink_create_conntrack
+    /// turns every allocation failure into ENOMEM).
+    #[error("conntrack table full (ENOMEM: nf_conntrack_max reached)")]
+    TableFull,
+    /// The kernel did not answer every request of a batch (a bug on one
+    /// side, or its answers were dropped for lack of buffer space).
+    #[error("kernel answered {answered} of {sent} requests of a batch while {what}")]
+    Unanswered {
+        what: &'static str,
+        sent: usize,
+        answered: usize,
+    },
     /// The kernel sent something we cannot parse (kernel or codec bug).
     #[error("malformed ctnetlink reply while {what}: {source}")]
     Decode {
@@ -80,6 +112,7 @@ fn refused(what: &'static str, e: &ErrorMsg) -> ConntrackError {
     match errno {
         libc::EEXIST => return ConntrackError::Exists,
         libc::ENOENT => return ConntrackError::NotFound,
+        libc::ENOMEM => return ConntrackError::TableFull,
         _ => {}
     }
     let mut message = io::Error::from_raw_os_error(errno).to_string();
@@ -92,6 +125,82 @@ fn refused(what: &'static str, e: &ErrorMsg) -> ConntrackError {
         message,
     }
 }
+
+/// The errno of a kernel refusal, if it is one (`Exists`, `NotFound` and
+/// `TableFull` are the errnos EEXIST, ENOENT and ENOMEM).
+pub fn errno_of(e: &ConntrackError) -> Option<i32> {
+    match e {
+        ConntrackError::Refused { errno, .. } => Some(*errno),
+        ConntrackError::Exists => Some(libc::EEXIST),
+        ConntrackError::NotFound => Some(libc::ENOENT),
+        ConntrackError::TableFull => Some(libc::ENOMEM),
+        _ => None,
+    }
+}
+
+/// Maps a kernel NACK to the error (public for the tests of the mapping).
+pub fn refusal(what: &'static str, errno: i32, ext_msg: Option<&str>) -> ConntrackError {
+    refused(
+        what,
+        &ErrorMsg {
+            error: errno.saturating_neg(),
+            request: None,
+            ext_msg: ext_msg.map(str::to_string),
+        },
+    )
+}
+
+/// Sets SO_RCVBUFFORCE (root: above net.core.rmem_max), else SO_RCVBUF.
+pub(super) fn set_rcvbuf(sock: &Socket, bytes: usize) -> io::Result<()> {
+    // The kernel doubles the value for bookkeeping overhead; ask for half.
+    let half = bytes / 2;
+    rustix::net::sockopt::set_socket_recv_buffer_size_force(sock, half)
+        .or_else(|_| rustix::net::sockopt::set_socket_recv_buffer_size(sock, half))
+        .map_err(io::Error::from)
+}
+
+/// One request of [`ConntrackSocket::batch`].
+#[derive(Debug, Clone, Copy)]
+pub enum Request<'a> {
+    /// NEW with NLM_F_CREATE|NLM_F_EXCL: EEXIST if the entry exists.
+    Create(&'a Conntrack),
+    /// NEW with NLM_F_CREATE: create, or change the existing entry (the
+    /// kernel refuses NAT attributes then: EOPNOTSUPP).
+    Upsert(&'a Conntrack),
+    /// NEW without NLM_F_CREATE, without NAT attributes: change the
+    /// existing entry, ENOENT if there is none.
+    Update(&'a Conntrack),
+    /// DELETE by original tuple and zone.
+    Delete { orig: &'a Tuple, zone: Option<u16> },
+    /// GET by original tuple and zone: the entry as the kernel holds it.
+    Get { orig: &'a Tuple, zone: Option<u16> },
+}
+
+impl Request<'_> {
+    fn encode(&self, w: &mut Writer, seq: u32) -> Result<(), EncodeError> {
+        match *self {
+            Request::Create(ct) => codec::encode_new(w, seq, ct),
+            Request::Upsert(ct) => codec::encode_upsert(w, seq, ct),
+            Request::Update(ct) => codec::encode_update(w, seq, ct),
+            Request::Delete { orig, zone } => codec::encode_delete(w, seq, orig, zone),
+            Request::Get { orig, zone } => codec::encode_get(w, seq, orig, zone),
+        }
+    }
+
+    fn what(&self) -> &'static str {
+        match self {
+            Request::Create(_) => "creating a conntrack entry",
+            Request::Upsert(_) => "creating or updating a conntrack entry",
+            Request::Update(_) => "updating a conntrack entry",
+            Request::Delete { .. } => "deleting a conntrack entry",
+            Request::Get { .. } => "reading a conntrack entry",
+        }
+    }
+}
+
+/// The answer to one request of a batch: `Ok(Some(entry))` for a GET,
+/// `Ok(None)` for an ACK.
+pub type Answer = Result<Option<Conntrack>, ConntrackError>;
 
 /// A ctnetlink request socket.
 pub struct ConntrackSocket {
@@ -117,11 +226,151 @@ impl ConntrackSocket {
         // that do not echo the whole request back.
         let _ = sock.set_ext_ack(true);
         let _ = sock.set_cap_ack(true);
+        // Room for the answers of a batch (module doc); without privilege
+        // the smaller SO_RCVBUF still works for single requests.
+        let _ = set_rcvbuf(&sock, ACK_RCVBUF);
         Ok(ConntrackSocket {
             sock,
             seq: 0,
             rbuf: Vec::with_capacity(RECV_BUF),
         })
+    }
+
+    /// This socket's netlink port id. The kernel puts it in the
+    /// `nlmsg_pid` of the conntrack events our writes cause (see
+    /// [`super::events`]), which is how their echo is recognised.
+    pub fn portid(&self) -> Result<u32, ConntrackError> {
+        let mut addr = SocketAddr::new(0, 0);
+        self.sock
+            .get_address(&mut addr)
+            .map_err(io_err("reading the netlink port id"))?;
+        Ok(addr.port_number())
+    }
+
+    /// Sends `reqs` in as few `sendmsg` calls as [`BATCH_BYTES`] allows
+    /// and returns one answer per request, in order. A request that
+    /// cannot be encoded is answered with its `Encode` error and not sent.
+    /// The outer error means the socket failed and the answers of the
+    /// requests from the failing send on are unknown.
+    pub fn batch(&mut self, reqs: &[Request<'_>]) -> Result<Vec<Answer>, ConntrackError> {
+        let mut answers: Vec<Option<Answer>> = Vec::with_capacity(reqs.len());
+        answers.resize_with(reqs.len(), || None);
+        let mut w = Writer::new();
+        // Indexes (into `reqs`) of the messages in `w`, in sequence order
+        // from `base`.
+        let mut sent: Vec<usize> = Vec::new();
+        let mut base = self.seq.wrapping_add(1);
+        for (i, r) in reqs.iter().enumerate() {
+            let seq = base.wrapping_add(sent.len() as u32);
+            let before = w.buf.len();
+            match r.encode(&mut w, seq) {
+                Ok(()) => sent.push(i),
+                Err(e) => {
+                    answers[i] = Some(Err(e.into()));
+                    continue;
+                }
+            }
+            if w.buf.len() >= BATCH_BYTES && !sent.is_empty() {
+                // Over the limit: send what came before this message (if
+                // anything did), keep this one for the next send.
+                if before > 0 {
+                    sent.pop();
+                    let tail = w.buf.split_off(before);
+                    self.flush(reqs, &w.buf, base, &sent, &mut answers)?;
+                    base = base.wrapping_add(sent.len() as u32);
+                    sent.clear();
+                    w.buf = tail;
+                    // Renumber the kept message: it was encoded with the
+                    // next sequence number after the flushed ones, which
+                    // is now `base`.
+                    debug_assert_eq!(seq, base);
+                    sent.push(i);
+                } else {
+                    self.flush(reqs, &w.buf, base, &sent, &mut answers)?;
+                    base = base.wrapping_add(sent.len() as u32);
+                    sent.clear();
+                    w.buf.clear();
+                }
+            }
+        }
+        if !sent.is_empty() {
+            self.flush(reqs, &w.buf, base, &sent, &mut answers)?;
+            base = base.wrapping_add(sent.len() as u32);
+        }
+        self.seq = base.wrapping_sub(1);
+        Ok(answers
+            .into_iter()
+            .map(|a| {
+                a.unwrap_or(Err(ConntrackError::Unanswered {
+                    what: "collecting batch answers",
+                    sent: 1,
+                    answered: 0,
+                }))
+            })
+            .collect())
+    }
+
+    /// One `sendmsg` of a batch, then its answers: every message was
+    /// handled before `sendmsg` returned (module doc), so they are read
+    /// without blocking, and a missing one is an error, not a hang.
+    fn flush(
+        &mut self,
+        reqs: &[Request<'_>],
+        buf: &[u8],
+        base: u32,
+        sent: &[usize],
+        answers: &mut [Option<Answer>],
+    ) -> Result<(), ConntrackError> {
+        const WHAT: &str = "sending a batch of conntrack requests";
+        self.send(WHAT, buf)?;
+        let mut entries: Vec<Option<Conntrack>> = vec![None; sent.len()];
+        let mut answered = 0;
+        while answered < sent.len() {
+            match nl::recv_datagram(&self.sock, &mut self.rbuf, libc::MSG_DONTWAIT) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Err(ConntrackError::Unanswered {
+                        what: WHAT,
+                        sent: sent.len(),
+                        answered,
+                    })
+                }
+                Err(source) => {
+                    return Err(ConntrackError::Io {
+                        what: "reading the answers to a batch",
+                        source,
+                    })
+                }
+            }
+            for m in MsgIter::new(&self.rbuf) {
+                let m = m.map_err(|e| frame_err(WHAT, e))?;
+                let k = m.header.seq.wrapping_sub(base) as usize;
+                // Late replies to an earlier request are not ours.
+                let Some(&i) = sent.get(k) else { continue };
+                if answers[i].is_some() {
+                    continue;
+                }
+                let what = reqs[i].what();
+                let answer = match nl::reply(&m) {
+                    Reply::Data(payload) => {
+                        match codec::decode(payload) {
+                            Ok(ct) => entries[k] = Some(ct),
+                            Err(source) => {
+                                answers[i] = Some(Err(ConntrackError::Decode { what, source }));
+                                answered += 1;
+                            }
+                        }
+                        continue;
+                    }
+                    Reply::Done => Ok(entries[k].take()),
+                    Reply::Refused(e) => Err(refused(what, &e)),
+                    Reply::Malformed(e) => Err(frame_err(what, e)),
+                };
+                answers[i] = Some(answer);
+                answered += 1;
+            }
+        }
+        Ok(())
     }
 
     fn next_seq(&mut self) -> u32 {

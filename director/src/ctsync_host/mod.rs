@@ -3,4 +3,5 @@
 //! - [`table`]: the kernel side as traits ([`table::ConntrackTable`],
 //!   [`table::EventSource`]) so the driver is tested against an
 //!   in-memory table.
+pub mod kernel;
 pub mod table;
