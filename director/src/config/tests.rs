@@ -1544,7 +1544,8 @@ fn ctsync_rules() {
 fn ctsync_ignore_and_follow() {
     const VI: &str = "[[vrrp_instance]]\nname = \"VI_1\"\ninterface = \"eth1\"\nvrid = 51\npriority = 150\nvirtual_ipaddresses = [\"192.0.2.100/32\"]\n\
                       [[sync_group]]\nname = \"G1\"\ninstances = [\"VI_1\"]\n";
-    const CT: &str = "[ctsync]\nlocal = \"10.1.0.1:3780\"\npeer = \"10.1.0.2:3780\"\nkey_file = \"k\"\n";
+    const CT: &str =
+        "[ctsync]\nlocal = \"10.1.0.1:3780\"\npeer = \"10.1.0.2:3780\"\nkey_file = \"k\"\n";
     // Defaults: nothing ignored, the role follows every instance.
     let c = ok(&format!("{G}{VI}{CT}"));
     let ct = c.ctsync.unwrap();

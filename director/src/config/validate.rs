@@ -2159,7 +2159,12 @@ fn ctsync(
         .and_then(|v| cx.nonempty(v, "key_file"));
     let mut ignore = Vec::new();
     let mut ignore_ok = true;
-    for v in r.ignore.as_ref().map(|l| l.get_ref().as_slice()).unwrap_or(&[]) {
+    for v in r
+        .ignore
+        .as_ref()
+        .map(|l| l.get_ref().as_slice())
+        .unwrap_or(&[])
+    {
         match parse_prefix(v.get_ref()) {
             Err(why) => {
                 ignore_ok = false;

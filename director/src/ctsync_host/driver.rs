@@ -364,7 +364,7 @@ impl Driver {
                 }
                 Wake::DialDue => self.dial(),
                 Wake::BindDue => self.bind(),
-                Wake::Readable => self.read(usize::MAX),
+                Wake::Readable => self.read(false),
                 Wake::Writable => self.write(),
                 Wake::Timer => self.feed(Input::Timer),
                 Wake::Done(Some(done)) => self.job_done(done),
@@ -559,15 +559,23 @@ impl Driver {
         }
     }
 
-    /// Reads what the socket holds, up to `budget` bytes (`usize::MAX`:
-    /// one [`READ_BUDGET`]), and feeds it to the session.
-    fn read(&mut self, budget: usize) {
-        let budget = budget.min(READ_BUDGET);
+    /// Reads what the socket holds (at most [`READ_BUDGET`]) and feeds it
+    /// to the session. `now_in_kernel`: read with a plain recv(2) instead
+    /// of tokio's `try_read`, which trusts the readiness the reactor last
+    /// saw and would miss bytes that arrived since (the barrier must see
+    /// everything received).
+    fn read(&mut self, now_in_kernel: bool) {
         let mut buf = vec![0u8; 64 * 1024];
         let mut total = 0;
-        while total < budget {
+        while total < READ_BUDGET {
             let Some(c) = self.conn.as_ref() else { return };
-            match c.stream.try_read(&mut buf) {
+            let r = if now_in_kernel {
+                use std::os::fd::AsFd;
+                rustix::io::read(c.stream.as_fd(), &mut buf).map_err(io::Error::from)
+            } else {
+                c.stream.try_read(&mut buf)
+            };
+            match r {
                 Ok(0) => {
                     self.lost("closed by the peer");
                     return;
@@ -666,7 +674,10 @@ impl Driver {
                 }
                 Action::RequestDump { reason } => {
                     self.issued += 1;
-                    debug!(event = "ctsync_dump_requested", reason = dump_reason(reason));
+                    debug!(
+                        event = "ctsync_dump_requested",
+                        reason = dump_reason(reason)
+                    );
                     let _ = self.jobs.send(Job::Dump { id: self.issued });
                 }
                 Action::Close { reason } => {
@@ -741,7 +752,16 @@ impl Driver {
                 }
                 if !refused.is_empty() {
                     self.stats.apply_refused += refused.len() as u64;
-                    warn!(event = "ctsync_apply_refused", entries = refused.len(), table_full, note = if table_full { "nf_conntrack_max reached" } else { "see the kernel's reason at debug level" });
+                    warn!(
+                        event = "ctsync_apply_refused",
+                        entries = refused.len(),
+                        table_full,
+                        note = if table_full {
+                            "nf_conntrack_max reached"
+                        } else {
+                            "see the kernel's reason at debug level"
+                        }
+                    );
                     self.feed(Input::ApplyFailed {
                         keys: refused,
                         table_full,
@@ -774,7 +794,7 @@ impl Driver {
         // Bytes already in the socket were received too: take them in, so
         // their writes are issued before the target is fixed.
         if self.conn.is_some() {
-            self.read(READ_BUDGET);
+            self.read(true);
         }
         let target = self.last_write;
         if target <= self.finished {
@@ -867,11 +887,7 @@ fn apply_thread<T: ConntrackTable>(
     }
 }
 
-fn event_thread<E: EventSource>(
-    mut source: E,
-    tx: mpsc::Sender<EventMsg>,
-    stop: Arc<AtomicBool>,
-) {
+fn event_thread<E: EventSource>(mut source: E, tx: mpsc::Sender<EventMsg>, stop: Arc<AtomicBool>) {
     let mut failing = false;
     while !stop.load(Ordering::Relaxed) && !tx.is_closed() {
         let msg = match source.next_batch(Duration::from_millis(200)) {
@@ -958,15 +974,24 @@ fn log_notice(n: &Notice) {
             digest_ok,
         } => {
             if *digest_ok {
-                info!(event = "ctsync_bulk_received", generation, removed, digest_ok)
+                info!(
+                    event = "ctsync_bulk_received",
+                    generation, removed, digest_ok
+                )
             } else {
-                warn!(event = "ctsync_bulk_received", generation, removed, digest_ok)
+                warn!(
+                    event = "ctsync_bulk_received",
+                    generation, removed, digest_ok
+                )
             }
         }
         Notice::BulkCleanupSkipped {
             generation,
             would_remove,
-        } => info!(event = "ctsync_bulk_cleanup_skipped", generation, would_remove),
+        } => info!(
+            event = "ctsync_bulk_cleanup_skipped",
+            generation, would_remove
+        ),
         Notice::DigestMismatch { buckets } => {
             warn!(event = "ctsync_digest_mismatch", buckets)
         }

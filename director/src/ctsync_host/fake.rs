@@ -107,6 +107,13 @@ impl FakeView {
             .unwrap_or_default()
     }
 
+    /// A connection ending in the local kernel.
+    pub fn remove(&self, key: &Key) {
+        if let Ok(mut i) = self.inner.lock() {
+            i.entries.remove(key);
+        }
+    }
+
     /// Writes from the test itself (as a local connection would appear).
     pub fn insert(&self, e: Entry) {
         if let Ok(mut i) = self.inner.lock() {

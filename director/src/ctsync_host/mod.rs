@@ -148,14 +148,28 @@ pub fn start<T: ConntrackTable, E: EventSource>(
     events: E,
 ) -> Result<Handle, StartError> {
     let session_cfg = session_config(config, router_id, role)?;
-    let session = Session::new(session_cfg.clone(), Time::ZERO)
+    spawn(
+        DriverConfig {
+            local: config.local,
+            peer: config.peer,
+            session: session_cfg,
+        },
+        config.clone(),
+        table,
+        events,
+    )
+}
+
+/// [`start`] with the session config given (tests shorten the timers).
+pub fn spawn<T: ConntrackTable, E: EventSource>(
+    cfg: DriverConfig,
+    section: CtSync,
+    table: T,
+    events: E,
+) -> Result<Handle, StartError> {
+    let session = Session::new(cfg.session.clone(), Time::ZERO)
         .map_err(|e| StartError::Session(e.to_string()))?;
     let (tx, rx) = mpsc::unbounded_channel();
-    let cfg = DriverConfig {
-        local: config.local,
-        peer: config.peer,
-        session: session_cfg,
-    };
     let thread = std::thread::Builder::new()
         .name("ctsync".into())
         .spawn(move || {
@@ -171,7 +185,7 @@ pub fn start<T: ConntrackTable, E: EventSource>(
     Ok(Handle {
         commands: tx,
         thread: std::sync::Mutex::new(Some(thread)),
-        config: config.clone(),
+        config: section,
     })
 }
 
@@ -214,3 +228,5 @@ pub fn start_kernel(config: &config::Config, role: Role) -> Result<Option<Handle
     start(ct, &config.global.router_id, role, table, events).map(Some)
 }
 
+#[cfg(test)]
+mod tests;
