@@ -334,6 +334,13 @@ impl Driver {
                     return;
                 }
                 Wake::Command(Some(Command::Role(role))) => {
+                    // Kernel events already read happened under the old
+                    // role (a master's last changes): the session takes
+                    // them first, or a new backup would drop them as
+                    // echoes of its own writes.
+                    while let Ok(msg) = self.events.try_recv() {
+                        self.on_event(msg);
+                    }
                     if role != self.session.role() {
                         self.feed(Input::RoleChanged { role });
                     }
@@ -373,27 +380,33 @@ impl Driver {
                     self.shutdown().await;
                     return;
                 }
-                Wake::Event(Some(EventMsg::Batch(SourceBatch::Events(events)))) => {
-                    self.feed(Input::LocalEvents { events })
-                }
-                Wake::Event(Some(EventMsg::Batch(SourceBatch::Overrun))) => {
-                    warn!(
-                        event = "ctsync_event_overrun",
-                        note = "conntrack events were lost; reconciling against a dump"
-                    );
-                    self.feed(Input::EventOverrun)
-                }
-                Wake::Event(Some(EventMsg::Error(e))) => {
-                    self.stats.event_errors += 1;
-                    // Lost events are repaired like an overrun.
-                    warn!(event = "ctsync_event_read_failed", error = %e);
-                    self.feed(Input::EventOverrun)
-                }
+                Wake::Event(Some(msg)) => self.on_event(msg),
                 Wake::Event(None) => {
                     // The event thread ended (never on its own); keep
                     // replicating what the peer sends.
                     self.events = mpsc::channel(1).1;
                 }
+            }
+        }
+    }
+
+    fn on_event(&mut self, msg: EventMsg) {
+        match msg {
+            EventMsg::Batch(SourceBatch::Events(events)) => {
+                self.feed(Input::LocalEvents { events })
+            }
+            EventMsg::Batch(SourceBatch::Overrun) => {
+                warn!(
+                    event = "ctsync_event_overrun",
+                    note = "conntrack events were lost; reconciling against a dump"
+                );
+                self.feed(Input::EventOverrun)
+            }
+            EventMsg::Error(e) => {
+                self.stats.event_errors += 1;
+                // Lost events are repaired like an overrun.
+                warn!(event = "ctsync_event_read_failed", error = %e);
+                self.feed(Input::EventOverrun)
             }
         }
     }

@@ -280,6 +280,11 @@ fn role_switch_both_ways_with_changes_in_flight_loses_nothing() {
     a.events.send(SourceBatch::Events(
         first.iter().copied().map(Event::New).collect(),
     ));
+    // The event thread hands the batch over asynchronously: once A's
+    // session has it, its frames are on their way while the roles switch.
+    wait_until("A to take the events", || {
+        status(&a.handle).session.stats.events_new == 300
+    });
     role(&a.handle, Role::Backup);
     role(&b.handle, Role::Master);
     // B is master now: its new connections go to A.
@@ -301,6 +306,9 @@ fn role_switch_both_ways_with_changes_in_flight_loses_nothing() {
     b.events.send(SourceBatch::Events(
         third.iter().copied().map(Event::New).collect(),
     ));
+    wait_until("B to take the events", || {
+        status(&b.handle).session.stats.events_new == 150
+    });
     role(&b.handle, Role::Backup);
     role(&a.handle, Role::Master);
     a.events
