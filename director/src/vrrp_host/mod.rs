@@ -540,6 +540,7 @@ async fn run_thread(
 /// How long a stopping daemon waits for its queued notify commands.
 const NOTIFY_DRAIN: Duration = Duration::from_secs(10);
 
+#[allow(clippy::too_many_arguments)]
 async fn execute(
     mut events: mpsc::UnboundedReceiver<HostEvent>,
     ctsync: Arc<RoleLink>,
