@@ -19,6 +19,10 @@
 //!   has its established connections cleaned up right after the pass that
 //!   took it out. Drains and real servers leaving the config are kept
 //!   here too and survive reloads.
+//! - **conntrack replication** (`crate::ctsync_host`): its driver on a
+//!   thread of its own, started before VRRP (as backup) so the VRRP
+//!   executor can hand it roles and wait on it at takeover; a reload that
+//!   changes `[ctsync]` restarts it; stopped after VRRP released the VIPs.
 //!
 //! Shutdown (SIGTERM/SIGINT) leaves the kernel table as it is: connections
 //! survive a restart and the next daemon adopts the table in place.
