@@ -61,6 +61,9 @@ pub enum Request {
     },
     /// Pools, real servers and every health check (`directorctl health`).
     Health,
+    /// Connection-state replication (`directorctl sync`, like
+    /// `conntrackd -s`).
+    Sync,
     /// Weight 0 for one real server, its connections kept (`directorctl
     /// drain VS RS`). `real_server` is `IP:PORT` (or an IP that is unique
     /// in the virtual server).
@@ -175,6 +178,7 @@ pub enum Response {
         missed: u64,
     },
     Health(Box<crate::health::view::HealthReply>),
+    Sync(Box<SyncReply>),
     Drain(DrainReply),
     Error {
         message: String,
@@ -201,6 +205,17 @@ pub struct FollowedEvent {
     pub unix_time: f64,
     #[serde(flatten)]
     pub event: vrrp::driver::HostEvent,
+}
+
+/// `directorctl sync`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncReply {
+    /// Whether the config has a `[ctsync]` section.
+    pub configured: bool,
+    /// The driver's status, while it runs.
+    pub running: Option<crate::ctsync_host::driver::SyncStatus>,
+    /// Why it does not run although configured.
+    pub error: Option<String>,
 }
 
 /// Parses one request line (without its newline).

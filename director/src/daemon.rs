@@ -19,12 +19,20 @@
 //!   has its established connections cleaned up right after the pass that
 //!   took it out. Drains and real servers leaving the config are kept
 //!   here too and survive reloads.
+//! - **conntrack replication** (`crate::ctsync_host`): its driver on a
+//!   thread of its own, started before VRRP (as backup) so the VRRP
+//!   executor can hand it roles and wait on it at takeover; a reload that
+//!   changes `[ctsync]` restarts it; stopped after VRRP released the VIPs.
 //!
 //! Shutdown (SIGTERM/SIGINT) leaves the kernel table as it is: connections
 //! survive a restart and the next daemon adopts the table in place.
 
 use crate::config::{self, Config};
-use crate::control::{self, LastPass, OwnedService, ReloadReply, Request, Response, StatusReply};
+use crate::control::{
+    self, LastPass, OwnedService, ReloadReply, Request, Response, StatusReply, SyncReply,
+};
+use crate::ctsync_host::role::{RoleLink, RoleRule};
+use crate::ctsync_host::StartError;
 use crate::dataplane::{
     self, ConnectionReset, Dataplane, DataplaneKind, DataplaneStatus, IpvsDataplane, PassInput,
 };
@@ -69,6 +77,8 @@ pub enum DaemonError {
     Vrrp(String),
     #[error("{0}")]
     Health(String),
+    #[error("{0}")]
+    CtSync(crate::ctsync_host::StartError),
 }
 
 /// Which part of the nftables table a dataplane asks for.
@@ -172,6 +182,17 @@ struct Shared {
     vrrp_settled: Arc<tokio::sync::watch::Sender<bool>>,
     /// The health checks (their own runtime).
     health: Arc<HealthRunner>,
+    /// Connection-state replication, if configured and running.
+    ctsync: Arc<Mutex<CtSyncState>>,
+    /// VRRP -> ctsync: roles and the takeover barrier (outlives drivers).
+    role_link: Arc<RoleLink>,
+}
+
+/// The replication driver and why it is not running, if it is not.
+#[derive(Default)]
+struct CtSyncState {
+    handle: Option<Arc<crate::ctsync_host::Handle>>,
+    error: Option<String>,
 }
 
 /// Runs the kernel worker: owns the dataplane and the sysctls, serves
@@ -396,7 +417,6 @@ where
         destinations = desired.dest_count(),
         dataplane = %kind
     );
-    warn_unbuilt_sections(&config);
     let socket_path = config.global.control_socket.clone();
     let metrics_listen = config.global.metrics_listen;
     let (trig_tx, mut trig_rx) = amsc::channel::<Trigger>(64);
@@ -423,6 +443,8 @@ where
         vrrp: Arc::new(std::sync::OnceLock::new()),
         vrrp_settled: Arc::new(tokio::sync::watch::Sender::new(false)),
         health: Arc::new(health_runner),
+        ctsync: Arc::default(),
+        role_link: Arc::new(RoleLink::new(RoleRule::default())),
     };
     if let Ok(mut s) = shared.state.lock() {
         health::recompute(&mut s, &shared.health, &shared.metrics);
@@ -441,6 +463,7 @@ where
             let shared = for_scrape.clone();
             async move {
                 refresh_vrrp_metrics(&shared).await;
+                refresh_ctsync_metrics(&shared).await;
                 health::refresh_metrics(&shared);
                 if let Ok(table) = dump(&shared).await {
                     let desired = shared
@@ -463,10 +486,17 @@ where
 
     // First pass before READY: adopt what is there, add what is missing.
     run_pass(&shared, "startup").await;
-    // Then VRRP: the table is in place before this box can take the VIPs.
+    // Then replication (as backup until VRRP says otherwise), then VRRP:
+    // the table is in place before this box can take the VIPs.
     let vrrp_config = shared.state.lock().ok().map(|s| s.config.clone());
+    if let Some(cfg) = &vrrp_config {
+        if let Err(e) = start_ctsync(&shared, cfg) {
+            let _ = std::fs::remove_file(&socket_path);
+            return Err(DaemonError::CtSync(e));
+        }
+    }
     if let Some(cfg) = vrrp_config {
-        match crate::vrrp_host::VrrpHandle::start(&cfg) {
+        match crate::vrrp_host::VrrpHandle::start(&cfg, shared.role_link.clone()) {
             Ok(Some(h)) => {
                 info!(event = "vrrp_started", instances = cfg.vrrp_instances.len());
                 let _ = shared.vrrp.set(Arc::new(h));
@@ -513,12 +543,124 @@ where
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
+    // After VRRP released the VIPs: the peer is taking over; say Goodbye.
+    stop_ctsync(&shared).await;
     info!(
         event = "stopping",
         note = "kernel table left in place for the next daemon to adopt"
     );
     let _ = std::fs::remove_file(&socket_path);
     Ok(())
+}
+
+/// Starts replication for `config` (nothing without `[ctsync]`). A bad
+/// key file or session setting is the operator's mistake and fails the
+/// start; a kernel that cannot be opened (no ctnetlink) leaves the load
+/// balancer running without replication, loudly (`directorctl sync`
+/// shows the reason).
+fn start_ctsync(shared: &Shared, config: &Config) -> Result<(), StartError> {
+    let rule = RoleRule::from_config(config);
+    let result = crate::ctsync_host::start_kernel(config, shared.role_link.role());
+    let mut state = CtSyncState::default();
+    let outcome = match result {
+        Ok(None) => Ok(()),
+        Ok(Some(h)) => {
+            shared.role_link.attach(h.commands(), rule);
+            state.handle = Some(Arc::new(h));
+            Ok(())
+        }
+        Err(e @ (StartError::Kernel(_) | StartError::Thread(_))) => {
+            error!(event = "ctsync_not_running", error = %e, note = "load balancing continues without connection-state replication");
+            state.error = Some(e.to_string());
+            Ok(())
+        }
+        Err(e) => Err(e),
+    };
+    if let Ok(mut s) = shared.ctsync.lock() {
+        *s = state;
+    }
+    outcome
+}
+
+/// Goodbye to the peer and the driver's threads stopped.
+async fn stop_ctsync(shared: &Shared) {
+    let handle = shared.ctsync.lock().ok().and_then(|mut s| s.handle.take());
+    if let Some(h) = handle {
+        shared.role_link.detach();
+        h.shutdown().await;
+    }
+}
+
+/// A reload that changes `[ctsync]` (or removes or adds it) restarts the
+/// driver: Goodbye on the old connection, a new session, a full resync.
+async fn reload_ctsync(shared: &Shared, new: &Config) {
+    let running = shared.ctsync.lock().ok().map(|s| {
+        (
+            s.handle.as_ref().map(|h| h.config.clone()),
+            s.error.is_some(),
+        )
+    });
+    let Some((running, failed)) = running else {
+        return;
+    };
+    if running == new.ctsync && !failed {
+        // The section is the same; `follow` is part of it, so the rule is too.
+        return;
+    }
+    if running.is_none() && new.ctsync.is_none() {
+        return;
+    }
+    info!(event = "ctsync_restart", reason = "reload changed [ctsync]");
+    stop_ctsync(shared).await;
+    if let Err(e) = start_ctsync(shared, new) {
+        error!(event = "ctsync_not_running", error = %e);
+        if let Ok(mut s) = shared.ctsync.lock() {
+            s.error = Some(e.to_string());
+        }
+    }
+}
+
+/// The ctsync series of this scrape: the same reply as `directorctl sync`.
+async fn refresh_ctsync_metrics(shared: &Shared) {
+    use crate::metrics::CtSyncView;
+    let view = match sync_reply(shared).await {
+        Response::Sync(r) => match (r.configured, r.running) {
+            (_, Some(st)) => CtSyncView::Running(Box::new(st)),
+            (true, None) => CtSyncView::Down,
+            (false, None) => CtSyncView::Off,
+        },
+        _ => CtSyncView::Off,
+    };
+    shared.metrics.ctsync.update(view);
+}
+
+/// `directorctl sync`.
+async fn sync_reply(shared: &Shared) -> Response {
+    let configured = shared
+        .state
+        .lock()
+        .map(|s| s.config.ctsync.is_some())
+        .unwrap_or(false);
+    let (handle, error) = match shared.ctsync.lock() {
+        Ok(s) => (s.handle.clone(), s.error.clone()),
+        Err(_) => (None, Some("state poisoned".into())),
+    };
+    let (running, error) = match handle {
+        None => (None, error),
+        Some(h) => match tokio::time::timeout(Duration::from_secs(2), h.status()).await {
+            Ok(Ok(st)) => (Some(st), None),
+            Ok(Err(e)) => (None, Some(e)),
+            Err(_) => (
+                None,
+                Some("the ctsync driver did not answer within 2 s".into()),
+            ),
+        },
+    };
+    Response::Sync(Box::new(SyncReply {
+        configured,
+        running,
+        error,
+    }))
 }
 
 /// The VRRP series of this scrape: one snapshot of the driver. A driver
@@ -957,6 +1099,7 @@ async fn handle(req: Request, shared: &Shared) -> Response {
             None => Response::Vrrp(Box::new(vrrp::driver::Snapshot::empty())),
         },
         Request::Health => health::health_reply(shared),
+        Request::Sync => sync_reply(shared).await,
         Request::Drain {
             virtual_server,
             real_server,
@@ -1012,6 +1155,7 @@ async fn reload(shared: &Shared) -> Response {
         }
         Ok(Ok(c)) => c,
     };
+    let mut ctsync_new = None;
     if let Ok(mut s) = shared.state.lock() {
         if new.global.control_socket != s.config.global.control_socket
             || new.global.metrics_listen != s.config.global.metrics_listen
@@ -1032,9 +1176,13 @@ async fn reload(shared: &Shared) -> Response {
             );
         }
         s.snat = Arc::new(new.snat.clone());
+        ctsync_new = Some(new.clone());
         // Health checks, drains and leaving servers follow the new config,
         // and the desired table is compiled from all of it.
         health::reload(&mut s, new, shared);
+    }
+    if let Some(new) = &ctsync_new {
+        reload_ctsync(shared, new).await;
     }
     shared
         .metrics
@@ -1123,21 +1271,5 @@ fn spawn_sighup_reload(shared: Shared) {
             });
         }
         Err(e) => warn!(event = "sighup_unavailable", error = %e),
-    }
-}
-
-/// Sections that validate today but whose machinery arrives with later
-/// issues: say so at startup instead of silently ignoring them.
-fn warn_unbuilt_sections(config: &Config) {
-    let mut idle = Vec::new();
-    if config.ctsync.is_some() {
-        idle.push("[ctsync] (connection state is not replicated)");
-    }
-    for section in idle {
-        warn!(
-            event = "config_section_not_active",
-            section,
-            note = "validated, but not acted on by this release"
-        );
     }
 }

@@ -34,9 +34,13 @@
 //!   drains and real servers leaving the config (`health::pool`), the
 //!   `directorctl health` view (`health::view`).
 //! - [`ctsync_host`]: conntrack replication in the daemon: the `ctsync`
-//!   session driven over TCP, ctnetlink events in, entries written out.
+//!   session driven over TCP (`ctsync_host::driver`), ctnetlink events
+//!   in, entries written out; the role follows VRRP and a takeover waits
+//!   (bounded) for received entries before the VIPs (`ctsync_host::role`).
 //! - [`daemon`]: `director run`: reconcile loop, triggers, control socket,
-//!   health transitions applied at once, dead-backend connection cleanup.
+//!   health transitions applied at once, dead-backend connection cleanup,
+//!   the ctsync driver (started before VRRP, restarted by a reload that
+//!   changes `[ctsync]`).
 //!
 //! Only `ipvs`, `nft`, `sysctl`, `conntrack` and `rtnl` write to the kernel.
 

@@ -10,6 +10,9 @@
 //! - VRRP: state, priorities, the RFC 6527 statistics and timer lateness,
 //!   exported by [`VrrpCollector`] from a snapshot of the VRRP driver taken
 //!   at each scrape (see [`vrrp`] for the list);
+//! - conntrack replication: role, link, entries, changes by origin,
+//!   traffic, rejected frames, resyncs, ack lag ([`CtSyncCollector`], see
+//!   [`ctsync`] for the list);
 //! - health checks: probe results and latency, stale checks, pools per
 //!   virtual server ([`HealthMetrics`], see [`health`] for the list).
 //!
@@ -29,10 +32,12 @@ use std::sync::{Arc, RwLock};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+pub mod ctsync;
 pub mod health;
 #[cfg(test)]
 mod promtext;
 pub mod vrrp;
+pub use ctsync::{CtSyncCollector, CtSyncView};
 pub use health::HealthMetrics;
 pub use vrrp::VrrpCollector;
 
@@ -50,6 +55,7 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     pub table: IpvsTableCollector,
     pub vrrp: VrrpCollector,
+    pub ctsync: CtSyncCollector,
     pub health: HealthMetrics,
 }
 
@@ -111,6 +117,7 @@ impl Metrics {
         ));
         let table = IpvsTableCollector::default();
         let vrrp = VrrpCollector::default();
+        let ctsync = CtSyncCollector::default();
         let health = HealthMetrics::new();
         for c in [
             Box::new(reconcile_passes.clone()) as Box<dyn Collector>,
@@ -123,6 +130,7 @@ impl Metrics {
             Box::new(config_reloads.clone()),
             Box::new(table.clone()),
             Box::new(vrrp.clone()),
+            Box::new(ctsync.clone()),
         ]
         .into_iter()
         .chain(health.collectors())
@@ -141,6 +149,7 @@ impl Metrics {
             config_reloads,
             table,
             vrrp,
+            ctsync,
             health,
         }
     }
@@ -473,6 +482,111 @@ mod tests {
         assert!(text.contains("director_reconcile_duration_seconds_bucket"));
         // The whole scrape, as Prometheus will read it.
         promtext::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    }
+
+    #[test]
+    fn ctsync_series_follow_the_driver_status() {
+        use crate::ctsync_host::driver::{DriverStats, SyncStatus};
+        use ::ctsync::session::{LinkState, Status};
+        let m = Metrics::new();
+        assert!(!m.render().contains("director_ctsync_"));
+        m.ctsync.update(CtSyncView::Down);
+        let text = m.render();
+        let exp = promtext::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(exp.value("director_ctsync_up", &[]), Some(0.0));
+        let mut stats = ::ctsync::Stats {
+            entries: 42,
+            events_new: 5,
+            created: 7,
+            bytes_sent: 1000,
+            rejected_auth: 2,
+            bulk_received: 1,
+            ..::ctsync::Stats::default()
+        };
+        stats.lag.record(3);
+        stats.lag.record(3);
+        stats.lag.record(100);
+        m.ctsync.update(CtSyncView::Running(Box::new(SyncStatus {
+            local: "10.1.0.1:3780".parse().unwrap(),
+            peer: "10.1.0.2:3780".parse().unwrap(),
+            dials: true,
+            connected_to: None,
+            session: Status {
+                node_id: "lb-01".into(),
+                role: ::ctsync::Role::Master,
+                link: LinkState::Established,
+                peer: None,
+                in_sync: true,
+                bulk_out: None,
+                bulk_in: None,
+                stats,
+            },
+            driver: DriverStats {
+                refused_connections: 3,
+                ..DriverStats::default()
+            },
+        })));
+        let text = m.render();
+        let exp = promtext::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(exp.value("director_ctsync_up", &[]), Some(1.0));
+        assert_eq!(exp.value("director_ctsync_entries", &[]), Some(42.0));
+        assert_eq!(
+            exp.value("director_ctsync_role", &[("role", "master")]),
+            Some(1.0)
+        );
+        assert_eq!(
+            exp.value("director_ctsync_role", &[("role", "backup")]),
+            Some(0.0)
+        );
+        assert_eq!(
+            exp.value("director_ctsync_link", &[("state", "established")]),
+            Some(1.0)
+        );
+        assert_eq!(
+            exp.value(
+                "director_ctsync_changes_total",
+                &[("origin", "local"), ("kind", "created")]
+            ),
+            Some(5.0)
+        );
+        assert_eq!(
+            exp.value(
+                "director_ctsync_changes_total",
+                &[("origin", "peer"), ("kind", "created")]
+            ),
+            Some(7.0)
+        );
+        assert_eq!(
+            exp.value("director_ctsync_bytes_total", &[("direction", "sent")]),
+            Some(1000.0)
+        );
+        assert_eq!(
+            exp.value("director_ctsync_rejected_total", &[("reason", "auth")]),
+            Some(2.0)
+        );
+        assert_eq!(
+            exp.value("director_ctsync_refused_connections_total", &[]),
+            Some(3.0)
+        );
+        assert_eq!(
+            exp.value(
+                "director_ctsync_resyncs_total",
+                &[("direction", "received"), ("scope", "full")]
+            ),
+            Some(1.0)
+        );
+        assert!(text.contains("# HELP director_ctsync_rejected_total Frames rejected"));
+        assert!(text.contains("# TYPE director_ctsync_ack_lag_seconds histogram"));
+        assert!(
+            text.contains(r#"director_ctsync_ack_lag_seconds_bucket{le="0.004"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"director_ctsync_ack_lag_seconds_bucket{le="+Inf"} 3"#),
+            "{text}"
+        );
+        m.ctsync.update(CtSyncView::Off);
+        assert!(!m.render().contains("director_ctsync_"));
     }
 
     #[test]

@@ -100,6 +100,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Connection-state replication, like `conntrackd -s`: entries,
+    /// changes by origin (local kernel vs peer), messages and bytes,
+    /// rejected frames, resyncs, overruns, ack lag, link, role, peer.
+    Sync {
+        #[arg(long)]
+        json: bool,
+    },
     /// Weight 0 for a real server: established connections are kept, new
     /// ones go to the others (`ipvsadm -e ... -w 0`, but kept across
     /// reloads until `undrain`).
@@ -137,6 +144,7 @@ fn main() -> ExitCode {
         Command::Reload => Request::Reload,
         Command::Vrrp { .. } => Request::Vrrp,
         Command::Health { .. } => Request::Health,
+        Command::Sync { .. } => Request::Sync,
         Command::Drain {
             virtual_server,
             real_server,
@@ -277,6 +285,17 @@ fn main() -> ExitCode {
                     .map(|d| d.as_secs_f64())
                     .unwrap_or(0.0);
                 print!("{}", director::format::health(&reply, now));
+            }
+            ExitCode::SUCCESS
+        }
+        (Command::Sync { json }, Response::Sync(reply)) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&reply).unwrap_or_default()
+                );
+            } else {
+                print!("{}", director::format::sync(&reply));
             }
             ExitCode::SUCCESS
         }

@@ -237,6 +237,8 @@ pub(crate) struct RawCtSync {
     pub local: Opt<String>,
     pub peer: Opt<String>,
     pub key_file: Opt<String>,
+    pub ignore: Opt<Vec<S<String>>>,
+    pub follow: Opt<String>,
 }
 
 /// A duration as written (`"1s"`, `"500ms"`); parsed by the semantic pass so

@@ -1540,6 +1540,63 @@ fn ctsync_rules() {
     );
 }
 
+#[test]
+fn ctsync_ignore_and_follow() {
+    const VI: &str = "[[vrrp_instance]]\nname = \"VI_1\"\ninterface = \"eth1\"\nvrid = 51\npriority = 150\nvirtual_ipaddresses = [\"192.0.2.100/32\"]\n\
+                      [[sync_group]]\nname = \"G1\"\ninstances = [\"VI_1\"]\n";
+    const CT: &str =
+        "[ctsync]\nlocal = \"10.1.0.1:3780\"\npeer = \"10.1.0.2:3780\"\nkey_file = \"k\"\n";
+    // Defaults: nothing ignored, the role follows every instance.
+    let c = ok(&format!("{G}{VI}{CT}"));
+    let ct = c.ctsync.unwrap();
+    assert!(ct.ignore.is_empty());
+    assert_eq!(ct.follow, None);
+    // Both families; an instance or a sync group may be followed.
+    let c = ok(&format!(
+        "{G}{VI}{CT}ignore = [\"10.1.0.0/24\", \"2001:db8::/64\", \"192.0.2.7\"]\nfollow = \"G1\"\n"
+    ));
+    let ct = c.ctsync.unwrap();
+    assert_eq!(
+        ct.ignore,
+        vec![
+            Cidr::new("10.1.0.0".parse().unwrap(), 24).unwrap(),
+            Cidr::new("2001:db8::".parse().unwrap(), 64).unwrap(),
+            Cidr::new("192.0.2.7".parse().unwrap(), 32).unwrap(),
+        ]
+    );
+    assert!(ct.ignore[0].contains(&"10.1.0.200".parse().unwrap()));
+    assert!(!ct.ignore[0].contains(&"10.1.1.1".parse().unwrap()));
+    assert!(!ct.ignore[0].contains(&"::ffff:10.1.0.1".parse().unwrap()));
+    assert_eq!(ct.follow.as_deref(), Some("G1"));
+    assert_eq!(
+        ok(&format!("{G}{VI}{CT}follow = \"VI_1\"\n"))
+            .ctsync
+            .unwrap()
+            .follow
+            .as_deref(),
+        Some("VI_1")
+    );
+    // Lines: G 1-2, VI 3-11, CT 12-15, ours from 16.
+    assert_eq!(
+        errors(&format!(
+            "{G}{VI}{CT}ignore = [\"10.1.0.1/24\", \"10.1.0.0/33\", \"nope\", \"10.9.0.0/16\", \"10.9.0.0/16\"]\nfollow = \"VI_2\"\n"
+        )),
+        "t.toml:16:11: ignore \"10.1.0.1/24\" has host bits set: did you mean \"10.1.0.0/24\"?\n\
+         t.toml:16:26: bad prefix \"10.1.0.0/33\" for ignore: invalid prefix length \"33\" (expected 0..=32)\n\
+         t.toml:16:41: bad prefix \"nope\" for ignore: invalid IP address\n\
+         t.toml:16:64: ignore lists 10.9.0.0/16 twice\n\
+         t.toml:17:10: follow \"VI_2\" is not a vrrp_instance or sync_group (known: VI_1, G1)"
+    );
+    assert_eq!(
+        errors(&format!("{G}{CT}follow = \"VI_1\"\n")),
+        "t.toml:7:10: follow \"VI_1\": there is no vrrp_instance or sync_group to follow"
+    );
+    assert_eq!(
+        errors(&format!("{G}{CT}ignore = \"10.0.0.0/8\"\n")),
+        "t.toml:7:10: invalid type: expected an array for \"ignore\", found string \"10.0.0.0/8\""
+    );
+}
+
 // ------------------------------------------------------------- collection
 
 #[test]

@@ -331,4 +331,79 @@ pub struct CtSync {
     pub local: SocketAddr,
     pub peer: SocketAddr,
     pub key_file: PathBuf,
+    /// Flows with an address in one of these are never replicated (the
+    /// boxes' own addresses, management networks): the ctnetlink filter
+    /// drops them before the session sees them.
+    pub ignore: Vec<Cidr>,
+    /// Which VRRP instance or sync group makes this box the ctsync
+    /// master; `None`: master while any instance is MASTER (see
+    /// `ctsync_host::role`).
+    pub follow: Option<String>,
+}
+
+/// An address prefix (`10.1.0.0/24`, `2001:db8::/64`) with its host bits
+/// zero (validation refuses `10.1.0.1/24`, which is ambiguous).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    /// `None` when `prefix` is too long for the family or host bits are set.
+    pub fn new(addr: IpAddr, prefix: u8) -> Option<Cidr> {
+        let c = Cidr { addr, prefix };
+        (prefix <= c.max_prefix() && c.network() == addr).then_some(c)
+    }
+
+    fn max_prefix(&self) -> u8 {
+        if self.addr.is_ipv4() {
+            32
+        } else {
+            128
+        }
+    }
+
+    fn mask(bits: u32, prefix: u8) -> u128 {
+        match prefix {
+            0 => 0,
+            p if u32::from(p) >= bits => u128::MAX >> (128 - bits),
+            p => (u128::MAX >> (128 - bits)) & !((1u128 << (bits - u32::from(p))) - 1),
+        }
+    }
+
+    /// `addr` with the host bits cleared.
+    pub fn network(&self) -> IpAddr {
+        match self.addr {
+            IpAddr::V4(a) => {
+                let m = Self::mask(32, self.prefix) as u32;
+                IpAddr::V4((u32::from(a) & m).into())
+            }
+            IpAddr::V6(a) => {
+                let m = Self::mask(128, self.prefix);
+                IpAddr::V6((u128::from(a) & m).into())
+            }
+        }
+    }
+
+    /// Whether `ip` is inside (never across families).
+    pub fn contains(&self, ip: &IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let m = Self::mask(32, self.prefix) as u32;
+                u32::from(*a) & m == u32::from(n)
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let m = Self::mask(128, self.prefix);
+                u128::from(*a) & m == u128::from(n)
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
 }

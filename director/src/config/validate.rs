@@ -461,7 +461,10 @@ pub(crate) fn validate(
     );
     let virtual_servers = virtual_servers(&mut cx, raw.virtual_server.as_deref().unwrap_or(&[]));
     let snat = snats(&mut cx, raw.snat.as_deref().unwrap_or(&[]));
-    let ctsync = raw.ctsync.as_ref().and_then(|c| ctsync(&mut cx, c));
+    let ctsync = raw
+        .ctsync
+        .as_ref()
+        .and_then(|c| ctsync(&mut cx, c, &vrrp_instances, &sync_groups));
     match force_dataplane.unwrap_or(global.dataplane) {
         DataplaneChoice::Nftables => {
             nftables_limits(&mut cx, raw.virtual_server.as_deref().unwrap_or(&[]))
@@ -2136,7 +2139,12 @@ fn snats(cx: &mut Ctx<'_>, raws: &[S<RawSnat>]) -> Vec<Snat> {
     out
 }
 
-fn ctsync(cx: &mut Ctx<'_>, c: &S<RawCtSync>) -> Option<CtSync> {
+fn ctsync(
+    cx: &mut Ctx<'_>,
+    c: &S<RawCtSync>,
+    instances: &[VrrpInstance],
+    groups: &[SyncGroup],
+) -> Option<CtSync> {
     let h = c.span();
     let table = cx.table_name(&h, "ctsync");
     let r = c.get_ref();
@@ -2149,6 +2157,74 @@ fn ctsync(cx: &mut Ctx<'_>, c: &S<RawCtSync>) -> Option<CtSync> {
     let key_file = cx
         .require(&r.key_file, &h, &table, "key_file")
         .and_then(|v| cx.nonempty(v, "key_file"));
+    let mut ignore = Vec::new();
+    let mut ignore_ok = true;
+    for v in r
+        .ignore
+        .as_ref()
+        .map(|l| l.get_ref().as_slice())
+        .unwrap_or(&[])
+    {
+        match parse_prefix(v.get_ref()) {
+            Err(why) => {
+                ignore_ok = false;
+                cx.err(
+                    v.span(),
+                    format!("bad prefix \"{}\" for ignore: {why}", v.get_ref()),
+                );
+            }
+            Ok((ip, len)) => match Cidr::new(ip, len) {
+                Some(c) if ignore.contains(&c) => {
+                    ignore_ok = false;
+                    cx.err(v.span(), format!("ignore lists {c} twice"));
+                }
+                Some(c) => ignore.push(c),
+                None => {
+                    ignore_ok = false;
+                    let net = Cidr {
+                        addr: ip,
+                        prefix: len,
+                    }
+                    .network();
+                    cx.err(
+                        v.span(),
+                        format!(
+                            "ignore \"{}\" has host bits set: did you mean \"{net}/{len}\"?",
+                            v.get_ref()
+                        ),
+                    );
+                }
+            },
+        }
+    }
+    // The role follows one instance or sync group; an unknown name would
+    // leave the box backup for ever, so it is refused here.
+    let mut follow = None;
+    let mut follow_ok = true;
+    if let Some(f) = &r.follow {
+        let name = f.get_ref();
+        if instances.iter().any(|i| &i.name == name) || groups.iter().any(|g| &g.name == name) {
+            follow = Some(name.clone());
+        } else {
+            follow_ok = false;
+            let known: Vec<&str> = instances
+                .iter()
+                .map(|i| i.name.as_str())
+                .chain(groups.iter().map(|g| g.name.as_str()))
+                .collect();
+            cx.err(
+                f.span(),
+                if known.is_empty() {
+                    format!("follow \"{name}\": there is no vrrp_instance or sync_group to follow")
+                } else {
+                    format!(
+                        "follow \"{name}\" is not a vrrp_instance or sync_group (known: {})",
+                        known.join(", ")
+                    )
+                },
+            );
+        }
+    }
     if let (Some(l), Some(p), Some(pv)) = (local, peer, &r.peer) {
         if l.ip() == p.ip() {
             cx.err(
@@ -2171,9 +2247,14 @@ fn ctsync(cx: &mut Ctx<'_>, c: &S<RawCtSync>) -> Option<CtSync> {
             return None;
         }
     }
+    if !ignore_ok || !follow_ok {
+        return None;
+    }
     Some(CtSync {
         local: local?,
         peer: peer?,
         key_file: PathBuf::from(key_file?),
+        ignore,
+        follow,
     })
 }

@@ -89,6 +89,7 @@
 mod conn;
 mod health;
 mod sort;
+mod sync;
 mod vrrp;
 
 #[cfg(test)]
@@ -98,6 +99,7 @@ mod tests;
 
 pub use conn::{connections, parse_connections, Conn, ConnOptions};
 pub use health::{age, health};
+pub use sync::sync;
 pub use vrrp::{vrrp, vrrp_event, vrrp_follow_banner, vrrp_lost};
 
 use crate::model::{

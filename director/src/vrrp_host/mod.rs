@@ -6,7 +6,9 @@
 //!   ├─ Driver task            all instances (vrrp::driver)
 //!   ├─ one reader per port    VrrpSocket::recv -> Command::Packet
 //!   ├─ executor               HostEvent, strictly in order:
-//!   │                           AddVips    -> rtnetlink RTM_NEWADDR (IPv6: nodad)
+//!   │                           StateChange -> ctsync role (RoleLink)
+//!   │                           AddVips    -> ctsync barrier (<= 50 ms), then
+//!   │                                         rtnetlink RTM_NEWADDR (IPv6: nodad)
 //!   │                           RemoveVips -> RTM_DELADDR
 //!   │                           SendGratuitous -> ARP announcement / unsolicited NA
 //!   │                           StateChange -> log, notify queue
@@ -23,10 +25,17 @@
 //! each IP address associated with the virtual router" — for addresses the
 //! host answers for).
 //!
+//! With `[ctsync]`, every StateChange goes to the ctsync role link first,
+//! and AddVips waits (at most `ctsync_host::BARRIER_TIMEOUT`) until the
+//! connection state received from the peer is in the kernel: entries,
+//! then VIPs, then gratuitous ARP (see `crate::ctsync_host`).
+//!
 //! Followers (`directorctl vrrp --follow`) read the [`follow::Journal`]:
 //! each event once it was executed, in `seq` order, losses reported.
 
 use crate::config::{Config, VrrpInstance};
+use crate::ctsync_host::role::{BarrierOutcome, RoleLink};
+use crate::ctsync_host::BARRIER_TIMEOUT;
 use crate::rtnl;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -191,7 +200,13 @@ impl VrrpHandle {
     /// Starts VRRP for `config` (`None` when it has no instance). Fails
     /// before anything is sent or configured if an interface, address or
     /// socket is missing.
-    pub fn start(config: &Config) -> Result<Option<VrrpHandle>, VrrpStartError> {
+    /// `ctsync`: told every state change, and asked before each takeover
+    /// to let received connection state reach the kernel first (see
+    /// `crate::ctsync_host` for the order).
+    pub fn start(
+        config: &Config,
+        ctsync: Arc<RoleLink>,
+    ) -> Result<Option<VrrpHandle>, VrrpStartError> {
         if config.vrrp_instances.is_empty() {
             return Ok(None);
         }
@@ -225,6 +240,7 @@ impl VrrpHandle {
                 };
                 rt.block_on(run_thread(
                     prepared,
+                    ctsync,
                     hooks,
                     tracker,
                     scripts,
@@ -385,6 +401,7 @@ fn notify_commands(
 #[allow(clippy::too_many_arguments)]
 async fn run_thread(
     prepared: Prepared,
+    ctsync: Arc<RoleLink>,
     hooks: hooks::Hooks,
     tracker: track::Tracker,
     scripts: Vec<crate::config::VrrpScript>,
@@ -496,6 +513,7 @@ async fn run_thread(
     let notifier = tokio::spawn(notify_runner(notify_rx));
     let executor = tokio::spawn(execute(
         events_rx,
+        ctsync,
         addresses,
         announcers,
         prepared.vips,
@@ -522,8 +540,10 @@ async fn run_thread(
 /// How long a stopping daemon waits for its queued notify commands.
 const NOTIFY_DRAIN: Duration = Duration::from_secs(10);
 
+#[allow(clippy::too_many_arguments)]
 async fn execute(
     mut events: mpsc::UnboundedReceiver<HostEvent>,
+    ctsync: Arc<RoleLink>,
     mut addresses: rtnl::RtnlSocket,
     announcers: BTreeMap<String, Announcer>,
     vips: BTreeMap<String, (u32, BTreeMap<IpAddr, u8>)>,
@@ -555,6 +575,20 @@ async fn execute(
                 Action::AddVips {
                     addresses: list, ..
                 } => {
+                    // Takeover order: replicated connection state in the
+                    // kernel, then the VIPs, then the gratuitous ARP/NA.
+                    // The backup writes entries as they arrive, so this
+                    // waits only for bytes received and not yet applied,
+                    // and never longer than BARRIER_TIMEOUT.
+                    match ctsync.barrier(BARRIER_TIMEOUT).await {
+                        BarrierOutcome::Applied(waited) => {
+                            info!(event = "ctsync_barrier_applied", instance = %ev.instance, waited = ?waited)
+                        }
+                        BarrierOutcome::Expired(after) => {
+                            warn!(event = "ctsync_barrier_expired", instance = %ev.instance, after = ?after)
+                        }
+                        BarrierOutcome::Clear | BarrierOutcome::NoSync => {}
+                    }
                     for a in list {
                         let prefix = prefix_of(a);
                         match addresses.add(index, *a, prefix) {
@@ -595,6 +629,9 @@ async fn execute(
                     }
                 }
                 Action::StateChange { old, new, reason } => {
+                    // Before this takeover's AddVips (the machine emits
+                    // StateChange first): the session is master by then.
+                    ctsync.vrrp_state(&ev.instance, *new);
                     info!(
                         event = "vrrp_state_change",
                         instance = %ev.instance,

@@ -253,8 +253,7 @@ impl CountWatch {
                 std::thread::sleep(Duration::from_millis(1));
             }
         });
-        rx.recv()
-            .map_err(|_| "count watcher died".to_owned())??;
+        rx.recv().map_err(|_| "count watcher died".to_owned())??;
         Ok(CountWatch {
             count,
             stop,
@@ -327,7 +326,15 @@ impl Pair {
         let master = Netns::new("ctm");
         let backup = Netns::new("ctb");
         master.ip(&[
-            "link", "add", "sync0", "type", "veth", "peer", "name", "sync0", "netns",
+            "link",
+            "add",
+            "sync0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "sync0",
+            "netns",
             backup.name(),
         ]);
         master.ip(&["addr", "add", &format!("{MASTER_SYNC}/24"), "dev", "sync0"]);
@@ -367,7 +374,13 @@ impl Running {
     }
 }
 
-fn director_config(router_id: &str, priority: u8, local: Ipv4Addr, peer: Ipv4Addr, key: &Path) -> String {
+fn director_config(
+    router_id: &str,
+    priority: u8,
+    local: Ipv4Addr,
+    peer: Ipv4Addr,
+    key: &Path,
+) -> String {
     let _ = router_id;
     format!(
         r#"[[vrrp_instance]]
@@ -387,8 +400,18 @@ key_file = "{key}"
     )
 }
 
-fn conntrackd_config(dir: &Path, name: &str, local: Ipv4Addr, peer: Ipv4Addr, direct: bool) -> PathBuf {
-    let direct = if direct { "DisableExternalCache on" } else { "" };
+fn conntrackd_config(
+    dir: &Path,
+    name: &str,
+    local: Ipv4Addr,
+    peer: Ipv4Addr,
+    direct: bool,
+) -> PathBuf {
+    let direct = if direct {
+        "DisableExternalCache on"
+    } else {
+        ""
+    };
     let d = dir.display();
     let text = format!(
         "Sync {{
@@ -436,7 +459,8 @@ fn start(pair: &Pair, which: Impl) -> Result<Running, String> {
     match which {
         Impl::Director => {
             let key = pair.dir.path().join("ctsync.key");
-            std::fs::write(&key, "6a1c0ffee0ddf00d6a1c0ffee0ddf00d\n").map_err(|e| e.to_string())?;
+            std::fs::write(&key, "6a1c0ffee0ddf00d6a1c0ffee0ddf00d\n")
+                .map_err(|e| e.to_string())?;
             let master = Daemon::start_in(
                 &pair.master,
                 "ctm",
@@ -458,9 +482,8 @@ fn start(pair: &Pair, which: Impl) -> Result<Running, String> {
                 let up = |v: &serde_json::Value| {
                     v.pointer("/link").and_then(|l| l.as_str()) == Some("established")
                 };
-                (up(&v) && up(&m)
-                    && m.pointer("/role").and_then(|r| r.as_str()) == Some("master"))
-                .then_some(())
+                (up(&v) && up(&m) && m.pointer("/role").and_then(|r| r.as_str()) == Some("master"))
+                    .then_some(())
             });
             if ready.is_none() {
                 return Err(format!(
@@ -515,12 +538,7 @@ fn conntrackd_external(conf: &Path) -> Option<u64> {
         .ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
     let ext = text.split("cache:external").nth(1)?;
-    ext.lines()
-        .next()?
-        .split_whitespace()
-        .last()?
-        .parse()
-        .ok()
+    ext.lines().next()?.split_whitespace().last()?.parse().ok()
 }
 
 /// Runs `conntrackd -c` (commit the external cache to the kernel) and
@@ -642,7 +660,10 @@ fn burst_once(which: Impl, n: u32) -> Result<HashMap<&'static str, f64>, String>
     // The replicator's own share: from the last entry created on the
     // master to the whole burst in the backup's kernel.
     if let Some(kernel) = out.get("in backup kernel").copied() {
-        out.insert("in backup kernel after last created", kernel - ms(generated - t0));
+        out.insert(
+            "in backup kernel after last created",
+            kernel - ms(generated - t0),
+        );
     }
     // Let the daemons finish what they were doing before reading CPU.
     std::thread::sleep(Duration::from_millis(200));
@@ -909,7 +930,9 @@ fn takeover(args: &Args) -> Result<(), String> {
                 let pid = master.child.as_ref().map_or(0, |c| c.id());
                 let vip = format!("{VIP}/32");
                 let kill = Instant::now();
-                let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
                 let up = wait_for(Duration::from_secs(5), || {
                     let out = pair.backup.ip(&["-o", "addr", "show", "dev", "sync0"]);
                     out.contains(&vip).then(Instant::now)

@@ -1,0 +1,212 @@
+//! In-memory [`ConntrackTable`] and [`EventSource`] (DESIGN.md principle
+//! 2: every kernel API has a fake). The driver's tests run two drivers
+//! over loopback TCP against these; other tests (failover simulations)
+//! may use them too, hence `pub`.
+//!
+//! The table is shared through a handle ([`FakeTable::view`]) so a test
+//! can look at what the driver wrote while the driver owns the table.
+//! Writes can be slowed down ([`FakeTable::set_delay`]) to test the VRRP
+//! ordering barrier, and refused ([`FakeTable::refuse`]) to test
+//! `ApplyFailed`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use ctsync::{Entry, Key};
+
+use super::table::{Applied, ConntrackTable, EventSource, SourceBatch};
+use crate::conntrack::ConntrackError;
+
+#[derive(Debug, Default)]
+struct Inner {
+    entries: BTreeMap<Key, Entry>,
+    delay: Duration,
+    refused: BTreeSet<Key>,
+    upsert_batches: u64,
+    delete_batches: u64,
+    dumps: u64,
+}
+
+/// A conntrack table in memory.
+#[derive(Debug, Clone, Default)]
+pub struct FakeTable {
+    inner: Arc<Mutex<Inner>>,
+}
+
+/// A read-only look at a [`FakeTable`] another thread owns.
+#[derive(Debug, Clone)]
+pub struct FakeView {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl FakeTable {
+    pub fn new() -> FakeTable {
+        FakeTable::default()
+    }
+
+    /// A table that already holds `entries` (a kernel with connections).
+    pub fn with(entries: impl IntoIterator<Item = Entry>) -> FakeTable {
+        let t = FakeTable::new();
+        if let Ok(mut i) = t.inner.lock() {
+            i.entries = entries.into_iter().map(|e| (e.key(), e)).collect();
+        }
+        t
+    }
+
+    pub fn view(&self) -> FakeView {
+        FakeView {
+            inner: self.inner.clone(),
+        }
+    }
+
+    /// Every later write batch takes this long (a slow kernel).
+    pub fn set_delay(&self, delay: Duration) {
+        if let Ok(mut i) = self.inner.lock() {
+            i.delay = delay;
+        }
+    }
+
+    /// Upserts of `key` fail from now on, as a full table would refuse
+    /// them.
+    pub fn refuse(&self, key: Key) {
+        if let Ok(mut i) = self.inner.lock() {
+            i.refused.insert(key);
+        }
+    }
+}
+
+impl FakeView {
+    pub fn entries(&self) -> BTreeMap<Key, Entry> {
+        self.inner
+            .lock()
+            .map(|i| i.entries.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.lock().map(|i| i.entries.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn get(&self, key: &Key) -> Option<Entry> {
+        self.inner
+            .lock()
+            .ok()
+            .and_then(|i| i.entries.get(key).copied())
+    }
+
+    /// (upsert batches, delete batches, dumps) served so far.
+    pub fn calls(&self) -> (u64, u64, u64) {
+        self.inner
+            .lock()
+            .map(|i| (i.upsert_batches, i.delete_batches, i.dumps))
+            .unwrap_or_default()
+    }
+
+    /// A connection ending in the local kernel.
+    pub fn remove(&self, key: &Key) {
+        if let Ok(mut i) = self.inner.lock() {
+            i.entries.remove(key);
+        }
+    }
+
+    /// Writes from the test itself (as a local connection would appear).
+    pub fn insert(&self, e: Entry) {
+        if let Ok(mut i) = self.inner.lock() {
+            i.entries.insert(e.key(), e);
+        }
+    }
+}
+
+impl ConntrackTable for FakeTable {
+    fn upsert(&mut self, entries: &[Entry]) -> Applied {
+        let delay = self.inner.lock().map(|i| i.delay).unwrap_or_default();
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
+        let mut out = Applied::default();
+        if let Ok(mut i) = self.inner.lock() {
+            i.upsert_batches += 1;
+            for e in entries {
+                if i.refused.contains(&e.key()) {
+                    out.failed
+                        .push((e.key(), "Cannot allocate memory (errno 12)".into()));
+                    out.table_full = true;
+                } else {
+                    i.entries.insert(e.key(), *e);
+                    out.written += 1;
+                }
+            }
+        }
+        out
+    }
+
+    fn delete(&mut self, keys: &[Key]) -> Applied {
+        let delay = self.inner.lock().map(|i| i.delay).unwrap_or_default();
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
+        let mut out = Applied::default();
+        if let Ok(mut i) = self.inner.lock() {
+            i.delete_batches += 1;
+            for k in keys {
+                i.entries.remove(k);
+                out.written += 1;
+            }
+        }
+        out
+    }
+
+    fn dump(&mut self) -> Result<Vec<Entry>, ConntrackError> {
+        let mut i = self.inner.lock().map_err(|_| ConntrackError::Io {
+            what: "dumping the fake table",
+            source: std::io::Error::other("poisoned"),
+        })?;
+        i.dumps += 1;
+        Ok(i.entries.values().copied().collect())
+    }
+}
+
+/// Kernel events a test injects ([`FakeEventsTx`]).
+#[derive(Debug)]
+pub struct FakeEvents {
+    rx: mpsc::Receiver<SourceBatch>,
+}
+
+/// The test's end of [`FakeEvents`].
+#[derive(Debug, Clone)]
+pub struct FakeEventsTx {
+    tx: mpsc::Sender<SourceBatch>,
+}
+
+impl FakeEvents {
+    pub fn new() -> (FakeEvents, FakeEventsTx) {
+        let (tx, rx) = mpsc::channel();
+        (FakeEvents { rx }, FakeEventsTx { tx })
+    }
+}
+
+impl FakeEventsTx {
+    /// Returns false once the driver dropped its source.
+    pub fn send(&self, batch: SourceBatch) -> bool {
+        self.tx.send(batch).is_ok()
+    }
+}
+
+impl EventSource for FakeEvents {
+    fn next_batch(&mut self, timeout: Duration) -> Result<Option<SourceBatch>, ConntrackError> {
+        match self.rx.recv_timeout(timeout) {
+            Ok(b) => Ok(Some(b)),
+            Err(mpsc::RecvTimeoutError::Timeout) => Ok(None),
+            // The test is done with it: behave like an idle socket.
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                std::thread::sleep(timeout);
+                Ok(None)
+            }
+        }
+    }
+}
