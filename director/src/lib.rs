@@ -35,6 +35,8 @@
 //!   `directorctl health` view (`health::view`).
 //! - [`ctsync_host`]: conntrack replication in the daemon: the `ctsync`
 //!   session driven over TCP, ctnetlink events in, entries written out.
+//! - [`demo`]: `director demo`: the pair, real servers and a client in
+//!   network namespaces, a `kill -9` of the master, what survived.
 //! - [`daemon`]: `director run`: reconcile loop, triggers, control socket,
 //!   health transitions applied at once, dead-backend connection cleanup.
 //!
@@ -46,6 +48,7 @@ pub mod control;
 pub mod ctsync_host;
 pub mod daemon;
 pub mod dataplane;
+pub mod demo;
 pub mod desired;
 pub mod format;
 pub mod genl_watch;
