@@ -14,7 +14,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 struct Conn {
-    writer: TcpStream,
+    /// Reads are buffered; writes go to `reader.get_mut()` (one socket,
+    /// one file descriptor per connection).
     reader: BufReader<TcpStream>,
     /// The real server's name from the greeting.
     server: String,
@@ -71,7 +72,6 @@ fn open_one(target: SocketAddr, timeout: Duration) -> std::result::Result<Conn, 
     s.set_nodelay(true).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
-    let writer = s.try_clone().map_err(|e| e.to_string())?;
     let mut reader = BufReader::new(s);
     let mut line = String::new();
     match reader.read_line(&mut line) {
@@ -85,11 +85,7 @@ fn open_one(target: SocketAddr, timeout: Duration) -> std::result::Result<Conn, 
         .filter(|_| line.ends_with('\n'))
         .ok_or_else(|| format!("malformed greeting {line:?}"))?
         .to_owned();
-    Ok(Conn {
-        writer,
-        reader,
-        server,
-    })
+    Ok(Conn { reader, server })
 }
 
 impl Pool {
@@ -97,6 +93,7 @@ impl Pool {
     /// waiting at most `timeout` for its greeting. Fails if any one fails
     /// (the demo measures a failover, not a half-working start).
     pub fn open(netns: &str, target: SocketAddr, n: usize, timeout: Duration) -> Result<Pool> {
+        raise_fd_limit(n);
         let opened = crate::netlink::in_netns(netns, || {
             let mut conns = Vec::with_capacity(n);
             for i in 0..n {
@@ -155,7 +152,11 @@ impl Pool {
             let slot = &mut self.conns[i];
             let Some(c) = slot else { continue };
             round.tried += 1;
-            match c.writer.write_all(format!("{tag} {i}\n").as_bytes()) {
+            match c
+                .reader
+                .get_mut()
+                .write_all(format!("{tag} {i}\n").as_bytes())
+            {
                 Ok(()) => sent[i] = true,
                 Err(e) => lose(slot, classify(&e), &mut round),
             }
@@ -192,6 +193,22 @@ impl Pool {
     /// Closes every connection (FIN).
     pub fn close(self) {
         drop(self);
+    }
+}
+
+/// Thousands of connections need more descriptors than the usual soft
+/// limit (1024): raise it towards the hard limit. If that fails, opening
+/// fails later with "Too many open files", which says what to change.
+fn raise_fd_limit(n: usize) {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut lim = getrlimit(Resource::Nofile);
+    let want = (n as u64).saturating_mul(2).saturating_add(256);
+    if lim.current.is_some_and(|cur| cur < want) {
+        lim.current = match lim.maximum {
+            Some(max) => Some(want.min(max)),
+            None => Some(want),
+        };
+        let _ = setrlimit(Resource::Nofile, lim);
     }
 }
 
