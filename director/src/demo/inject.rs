@@ -105,7 +105,7 @@ pub fn replayed(
         .map_err(|e| DemoError::new(format!("{}: {e}", key_file.display())))?;
     let ours = Nonce(random()?);
     let mut s = connect(from_netns, target)?;
-    let hello_frame = hello(ours.clone())
+    let hello_frame = hello(ours)
         .encode_frame(0, &psk.hello_key())
         .map_err(|e| DemoError::new(format!("cannot encode Hello: {e}")))?;
     s.write_all(&hello_frame)
