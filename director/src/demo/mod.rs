@@ -365,8 +365,12 @@ pub fn run(o: &Options) -> Result<Outcome> {
     );
     println!("  connections alive after:  {}", outcome.after.summary());
     println!("  new connections after:    {new_ok} of {new_tried}");
-    if outcome.after.lost_count() > 0 && !o.pair.ctsync {
-        println!("  (ctsync was off: the backup had no connection state)");
+    if outcome.after.lost_count() > 0 {
+        if o.pair.ctsync {
+            println!("  connections were lost (exit status 1); the backup's ctsync state is in d1.log under the scratch directory");
+        } else {
+            println!("  connections were lost (exit status 1): ctsync was off, the backup had no connection state");
+        }
     }
     if o.keep {
         println!("\n--keep: everything stays up until Ctrl-C. Look around:");
@@ -377,6 +381,11 @@ pub fn run(o: &Options) -> Result<Outcome> {
             "  {} --socket {} status   # d1, the master",
             o.bin_dir.join("directorctl").display(),
             pair.directors[1].socket.display()
+        );
+        println!(
+            "  ip netns exec {} curl -s http://{}/   # which real server answers, and the source it saw",
+            t.client().name(),
+            topology::VIP
         );
         println!("  configs and logs: {}", pair.dir().display());
         loop {
