@@ -25,7 +25,7 @@ use director::demo::client::{Pool, Round};
 use director::demo::pair::{Pair, PairOptions};
 use director::demo::sys::Proc;
 use director::demo::topology::{self, Link, Topology};
-use director::demo::{find_u64, inject, start_servers, wait_replicated, wait_service};
+use director::demo::{inject, start_servers, sync_stat, wait_replicated, wait_service};
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -388,7 +388,7 @@ fn forged_and_replayed_sync_frames_are_rejected() {
     let mut pool = lab.open(&c, 100);
     lab.replicated(&mut c, 1, 100);
     let d1 = &lab.pair.directors[1];
-    let counter = |key: &str| d1.ctl_json(&["sync"]).ok().and_then(|v| find_u64(&v, key));
+    let counter = |key: &str| d1.ctl_json(&["sync"]).ok().and_then(|v| sync_stat(&v, key));
     let target = SocketAddr::from((topology::director_sync(1), topology::SYNC_PORT));
     // From d0's namespace: the source is the address d1 expects its
     // peer at, so only the frame checks can refuse these.

@@ -160,6 +160,14 @@ pub fn find_u64(v: &serde_json::Value, key: &str) -> Option<u64> {
     }
 }
 
+/// Counter `name` of the ctsync session in `directorctl sync --json`
+/// (`running.session.stats.<name>`), else the first `name` anywhere.
+pub fn sync_stat(v: &serde_json::Value, name: &str) -> Option<u64> {
+    v.pointer(&format!("/running/session/stats/{name}"))
+        .and_then(serde_json::Value::as_u64)
+        .or_else(|| find_u64(v, name))
+}
+
 /// Waits until the backup `d` reports at least `want` replicated entries
 /// (`directorctl sync --json`, key `entries`). `Ok(None)`: this build
 /// has no `directorctl sync` (no replication to wait for).
@@ -174,7 +182,7 @@ pub fn wait_replicated(d: &pair::Director, want: u64, limit: Duration) -> Result
         let have = got
             .as_ref()
             .ok()
-            .and_then(|v| find_u64(v, "entries"))
+            .and_then(|v| sync_stat(v, "entries"))
             .unwrap_or(0);
         if have >= want {
             return Ok(Some(have));
@@ -367,7 +375,7 @@ pub fn run(o: &Options) -> Result<Outcome> {
     println!("  new connections after:    {new_ok} of {new_tried}");
     if outcome.after.lost_count() > 0 {
         if o.pair.ctsync {
-            println!("  connections were lost (exit status 1); the backup's ctsync state is in d1.log under the scratch directory");
+            println!("  connections were lost (exit status 1); run with --keep and read d1.log in the directory it prints to see what ctsync did");
         } else {
             println!("  connections were lost (exit status 1): ctsync was off, the backup had no connection state");
         }
