@@ -37,6 +37,8 @@
 //!   session driven over TCP (`ctsync_host::driver`), ctnetlink events
 //!   in, entries written out; the role follows VRRP and a takeover waits
 //!   (bounded) for received entries before the VIPs (`ctsync_host::role`).
+//! - [`demo`]: `director demo`: the pair, real servers and a client in
+//!   network namespaces, a `kill -9` of the master, what survived.
 //! - [`daemon`]: `director run`: reconcile loop, triggers, control socket,
 //!   health transitions applied at once, dead-backend connection cleanup,
 //!   the ctsync driver (started before VRRP, restarted by a reload that
@@ -50,6 +52,7 @@ pub mod control;
 pub mod ctsync_host;
 pub mod daemon;
 pub mod dataplane;
+pub mod demo;
 pub mod desired;
 pub mod format;
 pub mod genl_watch;

@@ -1,4 +1,5 @@
-//! `director`: the daemon (`run`) and the config checker (`check`).
+//! `director`: the daemon (`run`), the config checker (`check`) and the
+//! self-contained failover demo (`demo`, root only).
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -28,12 +29,74 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// As root: build a director pair, real servers and a client in network
+    /// namespaces, hold connections through the VIP, kill -9 the master and
+    /// show what survived. Removes everything it created when it ends.
+    /// Exit status 1 if connections were lost.
+    Demo {
+        /// Long-lived connections held through the failover.
+        #[arg(long, default_value_t = 200)]
+        connections: usize,
+        /// Real servers behind the VIP (1..=20).
+        #[arg(long, default_value_t = 3)]
+        real_servers: usize,
+        /// "auto" (IPVS if the kernel has it, else nftables), "ipvs", "nftables".
+        #[arg(long, default_value = "auto")]
+        dataplane: String,
+        /// VRRP advert interval (a takeover after a crash takes about 3).
+        #[arg(long, default_value = "200ms", value_parser = humantime::parse_duration)]
+        advert_interval: std::time::Duration,
+        /// Run without [ctsync], to see what replication buys.
+        #[arg(long)]
+        no_ctsync: bool,
+        /// Leave everything running afterwards (until Ctrl-C) and print how
+        /// to enter the namespaces.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// The demo's real server (echo and HTTP); started by `director demo`.
+    #[command(hide = true)]
+    DemoServer {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        echo: std::net::SocketAddr,
+        #[arg(long)]
+        http: std::net::SocketAddr,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => check(&config),
+        Command::Demo {
+            connections,
+            real_servers,
+            dataplane,
+            advert_interval,
+            no_ctsync,
+            keep,
+        } => demo(
+            director::demo::pair::PairOptions {
+                dataplane,
+                advert_interval,
+                ctsync: !no_ctsync,
+                real_servers,
+                ..Default::default()
+            },
+            connections,
+            keep,
+        ),
+        Command::DemoServer { name, echo, http } => {
+            match director::demo::server::serve(&name, echo, http) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("director: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run { config } => match run(config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -41,6 +104,33 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+fn demo(pair: director::demo::pair::PairOptions, connections: usize, keep: bool) -> ExitCode {
+    // The daemons and directorctl of the demo are the binaries next to
+    // this one, so a demo always runs the build it came with.
+    let bin_dir = match std::env::current_exe() {
+        Ok(exe) => exe.parent().map(PathBuf::from).unwrap_or_default(),
+        Err(e) => {
+            eprintln!("director demo: cannot find its own binary: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let opts = director::demo::Options {
+        connections,
+        real_servers: pair.real_servers,
+        pair,
+        keep,
+        bin_dir,
+    };
+    match director::demo::run(&opts) {
+        Ok(outcome) if outcome.success() => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("director demo: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 
