@@ -461,6 +461,8 @@ fn start(pair: &Pair, which: Impl) -> Result<Running, String> {
             let key = pair.dir.path().join("ctsync.key");
             std::fs::write(&key, "6a1c0ffee0ddf00d6a1c0ffee0ddf00d\n")
                 .map_err(|e| e.to_string())?;
+            std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .map_err(|e| e.to_string())?;
             let master = Daemon::start_in(
                 &pair.master,
                 "ctm",
@@ -480,14 +482,19 @@ fn start(pair: &Pair, which: Impl) -> Result<Running, String> {
                 let m: serde_json::Value =
                     serde_json::from_slice(&master.ctl(&["sync", "--json"]).stdout).ok()?;
                 let up = |v: &serde_json::Value| {
-                    v.pointer("/link").and_then(|l| l.as_str()) == Some("established")
+                    v.pointer("/running/session/link").and_then(|l| l.as_str())
+                        == Some("established")
+                        && v.pointer("/running/session/in_sync").and_then(|b| b.as_bool())
+                            == Some(true)
                 };
-                (up(&v) && up(&m) && m.pointer("/role").and_then(|r| r.as_str()) == Some("master"))
-                    .then_some(())
+                let master_role = m.pointer("/running/session/role").and_then(|r| r.as_str());
+                (up(&v) && up(&m) && master_role == Some("master")).then_some(())
             });
             if ready.is_none() {
                 return Err(format!(
-                    "director pair did not settle; master log:\n{}\nbackup log:\n{}",
+                    "director pair did not settle; master sync:\n{}\nbackup sync:\n{}\nmaster log:\n{}\nbackup log:\n{}",
+                    String::from_utf8_lossy(&master.ctl(&["sync", "--json"]).stdout),
+                    String::from_utf8_lossy(&backup.ctl(&["sync", "--json"]).stdout),
                     master.log_text(),
                     backup.log_text()
                 ));
