@@ -797,6 +797,29 @@ impl Drop for ArrivalWatch {
     }
 }
 
+/// A counter of `/proc/net/snmp` or `/proc/net/netstat` (header line and
+/// value line per group) inside namespace `ns`: `group` "Tcp" or "TcpExt".
+fn net_counter(ns: &Netns, file: &str, group: &str, name: &str) -> Option<u64> {
+    let text = ns.exec("cat", &[file]);
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with(&format!("{group}:")))
+        .collect();
+    let (head, vals) = (lines.first()?, lines.get(1)?);
+    let i = head.split_whitespace().position(|h| h == name)?;
+    vals.split_whitespace().nth(i)?.parse().ok()
+}
+
+/// TCP retransmitted segments and retransmission timeouts in `ns` (the
+/// sync link's TCP for director; conntrackd syncs over UDP).
+fn tcp_retrans(ns: &Netns) -> String {
+    format!(
+        "{} retransmitted segments, {} RTOs",
+        net_counter(ns, "/proc/net/snmp", "Tcp", "RetransSegs").unwrap_or(0),
+        net_counter(ns, "/proc/net/netstat", "TcpExt", "TCPTimeouts").unwrap_or(0)
+    )
+}
+
 /// Sustained load: `rate` new entries per second for `seconds`, created
 /// on the master in 1 ms steps; per entry, the lag from its creation
 /// to its NEW event in the backup's kernel.
@@ -871,6 +894,12 @@ fn rate(args: &Args) -> Result<(), String> {
             quantile(&lags, 1.0),
             per_1k(mc0, mc1),
             per_1k(bc0, bc1),
+        );
+        println!(
+            "  {:<17} sync link TCP: master {}; backup {}",
+            "",
+            tcp_retrans(&pair.master),
+            tcp_retrans(&pair.backup)
         );
         drop(running);
     }
