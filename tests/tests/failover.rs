@@ -147,17 +147,27 @@ impl Lab {
     }
 
     /// Waits until director `i` (a backup) holds at least `n` replicated
-    /// entries; a check.
+    /// entries, and its kernel at least `n` established echo entries; a
+    /// check. The session's count alone includes other flows (the
+    /// service probes, closed connections), so it could reach `n` with
+    /// some of the connections under test still missing.
     fn replicated(&self, c: &mut Checks, i: usize, n: usize) {
         let start = Instant::now();
         match wait_replicated(&self.pair.directors[i], n as u64, LIMIT) {
-            Ok(Some(have)) => c.check(
-                true,
-                format!(
-                    "d{i} holds {have} replicated entries (>= {n}) after {:?}",
-                    start.elapsed()
-                ),
-            ),
+            Ok(Some(have)) => {
+                let mut kernel = Err("not read yet".to_string());
+                let ok = director_tests::wait_for(LIMIT, || {
+                    kernel = self.echo_entries(i);
+                    matches!(kernel, Ok((k, _)) if k >= n).then_some(())
+                });
+                c.check(
+                    ok.is_some(),
+                    format!(
+                        "d{i} holds {have} replicated entries, its kernel (established echo entries, window-tracked) = {kernel:?} (want >= {n}), after {:?}",
+                        start.elapsed()
+                    ),
+                )
+            }
             Ok(None) => c.check(
                 false,
                 "`directorctl sync` does not exist: ctsync is not in this build",
@@ -166,14 +176,15 @@ impl Lab {
         }
     }
 
-    /// Director `i`'s kernel entries of connections to the echo VIP, and
+    /// Director `i`'s kernel entries of established connections to the
+    /// echo VIP, and
     /// how many of them still have TCP window tracking on in some
     /// direction (no IP_CT_TCP_FLAG_BE_LIBERAL): such an entry judges the
     /// packets of a connection another box forwarded meanwhile invalid
     /// ("ACK is over upper bound", nf_conntrack_proto_tcp.c), so they
     /// are neither tracked nor translated.
     fn echo_entries(&self, i: usize) -> Result<(usize, usize), String> {
-        use director::conntrack::{ConntrackSocket, TcpFlags};
+        use director::conntrack::{ConntrackSocket, TcpFlags, TcpState};
         let mut sock =
             director::netlink::in_netns(self.t.director(i).name(), ConntrackSocket::open)
                 .map_err(|e| e.to_string())?
@@ -185,6 +196,7 @@ impl Lab {
             .filter(|ct| {
                 ct.orig.dst == std::net::IpAddr::V4(topology::VIP)
                     && ct.orig.dst_port == Some(topology::ECHO_PORT)
+                    && ct.tcp.as_ref().map(|t| t.state) == Some(TcpState::ESTABLISHED)
             })
             .collect();
         let tracked = echo
