@@ -11,7 +11,8 @@
 //!        next_deadline() -> Timer
 //!        commands: RoleChanged, barrier, status, shutdown
 //!  thread "ctsync-apply"   owns the ConntrackTable: ApplyUpserts,
-//!                          ApplyDeletes, RequestDump, strictly in order
+//!                          ApplyDeletes, RequestDump, and the loosening
+//!                          on becoming backup, strictly in order
 //!  thread "ctsync-events"  owns the EventSource: LocalEvents, EventOverrun
 //! ```
 //!
