@@ -31,6 +31,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 static SERIAL: Mutex<()> = Mutex::new(());
+/// IP_CT_TCP_FLAG_BE_LIBERAL, include/uapi/linux/netfilter/nf_conntrack_tcp.h.
+const BE_LIBERAL: u8 = 0x08;
 const LIMIT: Duration = Duration::from_secs(20);
 /// How long a round of exchanges may take: long enough for TCP to
 /// retransmit into the new master after a takeover.
@@ -145,23 +147,85 @@ impl Lab {
     }
 
     /// Waits until director `i` (a backup) holds at least `n` replicated
-    /// entries; a check.
+    /// entries, and its kernel at least `n` established echo entries; a
+    /// check. The session's count alone includes other flows (the
+    /// service probes, closed connections), so it could reach `n` with
+    /// some of the connections under test still missing.
     fn replicated(&self, c: &mut Checks, i: usize, n: usize) {
         let start = Instant::now();
         match wait_replicated(&self.pair.directors[i], n as u64, LIMIT) {
-            Ok(Some(have)) => c.check(
-                true,
-                format!(
-                    "d{i} holds {have} replicated entries (>= {n}) after {:?}",
-                    start.elapsed()
-                ),
-            ),
+            Ok(Some(have)) => {
+                let mut kernel = Err("not read yet".to_string());
+                let ok = director_tests::wait_for(LIMIT, || {
+                    kernel = self.echo_entries(i);
+                    matches!(kernel, Ok((k, _)) if k >= n).then_some(())
+                });
+                c.check(
+                    ok.is_some(),
+                    format!(
+                        "d{i} holds {have} replicated entries, its kernel (established echo entries, window-tracked) = {kernel:?} (want >= {n}), after {:?}",
+                        start.elapsed()
+                    ),
+                )
+            }
             Ok(None) => c.check(
                 false,
                 "`directorctl sync` does not exist: ctsync is not in this build",
             ),
             Err(e) => c.check(false, format!("replication to d{i}: {e}")),
         }
+    }
+
+    /// Director `i`'s kernel entries of established connections to the
+    /// echo VIP, and
+    /// how many of them still have TCP window tracking on in some
+    /// direction (no IP_CT_TCP_FLAG_BE_LIBERAL): such an entry judges the
+    /// packets of a connection another box forwarded meanwhile invalid
+    /// ("ACK is over upper bound", nf_conntrack_proto_tcp.c), so they
+    /// are neither tracked nor translated.
+    fn echo_entries(&self, i: usize) -> Result<(usize, usize), String> {
+        use director::conntrack::{ConntrackSocket, TcpFlags, TcpState};
+        let mut sock =
+            director::netlink::in_netns(self.t.director(i).name(), ConntrackSocket::open)
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+        let all = sock.dump(None).map_err(|e| e.to_string())?;
+        let liberal = |f: Option<TcpFlags>| f.is_some_and(|f| f.flags & BE_LIBERAL != 0);
+        let echo: Vec<_> = all
+            .iter()
+            .filter(|ct| {
+                ct.orig.dst == std::net::IpAddr::V4(topology::VIP)
+                    && ct.orig.dst_port == Some(topology::ECHO_PORT)
+                    && ct.tcp.as_ref().map(|t| t.state) == Some(TcpState::ESTABLISHED)
+            })
+            .collect();
+        let tracked = echo
+            .iter()
+            .filter(|ct| {
+                ct.tcp
+                    .as_ref()
+                    .is_none_or(|t| !liberal(t.flags_orig) || !liberal(t.flags_reply))
+            })
+            .count();
+        Ok((echo.len(), tracked))
+    }
+
+    /// Waits until director `i` holds at least `n` echo entries, none
+    /// window-tracked; a check.
+    fn ready_to_take_over(&self, c: &mut Checks, i: usize, n: usize) {
+        let start = Instant::now();
+        let mut last = Err("not read yet".to_string());
+        let ok = director_tests::wait_for(LIMIT, || {
+            last = self.echo_entries(i);
+            matches!(last, Ok((have, 0)) if have >= n).then_some(())
+        });
+        c.check(
+            ok.is_some(),
+            format!(
+                "d{i}'s kernel: (echo entries, window-tracked ones) = {last:?}, want (>= {n}, 0), after {:?}",
+                start.elapsed()
+            ),
+        );
     }
 
     /// `n` fresh connections work (one exchange each).
@@ -300,6 +364,11 @@ fn cutting_the_masters_links_moves_2000_connections_to_the_backup() {
     let mut pool = lab.open(&c, 2000);
     c.all_alive(&pool.exchange("before", ROUND), "before the cut");
     lab.replicated(&mut c, 1, 2000);
+    // d0 forwards these connections itself: its entries track windows.
+    c.say(format!(
+        "d0's kernel before the cut: (echo entries, window-tracked) = {:?}",
+        lab.echo_entries(0)
+    ));
 
     let cut = Instant::now();
     for link in [Link::Front, Link::Back] {
@@ -321,6 +390,10 @@ fn cutting_the_masters_links_moves_2000_connections_to_the_backup() {
         lab.t.set_link(0, link, true).expect("plug d0's cable");
     }
     lab.replicated(&mut c, 0, pool.alive());
+    // d0 never restarted and its sync session stayed up: the entries it
+    // holds are the ones it created as master. They must not judge the
+    // connections by windows d1 moved on from.
+    lab.ready_to_take_over(&mut c, 0, pool.alive());
     lab.becomes_master(&mut c, 0, plugged, "cables plugged back (preempt)");
     c.all_alive(
         &pool.exchange("after-plug", ROUND),
@@ -378,56 +451,93 @@ fn a_cut_sync_link_resyncs_when_restored_and_nothing_is_lost() {
     c.finish(&lab);
 }
 
-/// A Hello under a wrong key and a replayed frame inside a session: the
-/// backup counts both as rejected and keeps replicating.
+/// A Hello under a wrong key, and a genuine frame replayed inside a live
+/// session: the master counts both as rejected, and replication and the
+/// connections go on.
+///
+/// A director reads nothing from a connection that does not come from its
+/// `[ctsync] peer` address, so the frames are sent from d1's namespace
+/// (d1's sync address) while d1's daemon is stopped: d1 is the backup, so
+/// nothing moves; d0 keeps forwarding and keeps dialing d1.
 #[test]
 fn forged_and_replayed_sync_frames_are_rejected() {
     let _serial = lock();
     let mut c = Checks::new("inject");
-    let lab = Lab::start(&c, options(true));
+    let mut lab = Lab::start(&c, options(true));
     let mut pool = lab.open(&c, 100);
     lab.replicated(&mut c, 1, 100);
-    let d1 = &lab.pair.directors[1];
-    let counter = |key: &str| d1.ctl_json(&["sync"]).ok().and_then(|v| sync_stat(&v, key));
-    let target = SocketAddr::from((topology::director_sync(1), topology::SYNC_PORT));
-    // From d0's namespace: the source is the address d1 expects its
-    // peer at, so only the frame checks can refuse these.
-    let from = lab.t.director(0).name();
+
+    let clean = lab.pair.directors[1].stop();
+    c.check(
+        clean && lab.pair.vip_holder(&lab.t) == Some(0),
+        format!(
+            "d1 (backup) stopped to free its sync address (clean exit {clean}); the VIP stays on d0"
+        ),
+    );
+    let d0 = &lab.pair.directors[0];
+    let counter = |key: &str| d0.ctl_json(&["sync"]).ok().and_then(|v| sync_stat(&v, key));
+    let target = SocketAddr::from((topology::director_sync(0), topology::SYNC_PORT));
+    let from = lab.t.director(1).name();
+    let wait_above = |key: &str, before: Option<u64>| {
+        director_tests::wait_for(Duration::from_secs(5), || {
+            let now = counter(key)?;
+            (now > before.unwrap_or(0)).then_some(now)
+        })
+    };
 
     let auth_before = counter("rejected_auth");
     let how = inject::forged(from, target);
     c.say(format!("forged Hello: {how:?}"));
-    let auth_after = director_tests::wait_for(Duration::from_secs(5), || {
-        let now = counter("rejected_auth")?;
-        (now > auth_before.unwrap_or(0)).then_some(now)
-    });
+    let auth_after = wait_above("rejected_auth", auth_before);
     c.check(
         auth_before.is_some() && auth_after.is_some(),
         format!("forged Hello counted: rejected_auth {auth_before:?} -> {auth_after:?}"),
     );
 
     let replay_before = counter("rejected_replay");
+    let beats_before = counter("heartbeats_received");
     let how = inject::replayed(from, target, &lab.pair.key_file);
-    c.say(format!("replayed Heartbeat: {how:?}"));
-    let replay_after = director_tests::wait_for(Duration::from_secs(5), || {
-        let now = counter("rejected_replay")?;
-        (now > replay_before.unwrap_or(0)).then_some(now)
-    });
+    c.say(format!(
+        "genuine session, then a replayed Heartbeat: {how:?}"
+    ));
+    let replay_after = wait_above("rejected_replay", replay_before);
+    let beats_after = counter("heartbeats_received");
+    // Both genuine frames were taken: the replay hit a live session, and
+    // only the sequence rule could refuse it.
+    c.check(
+        matches!((beats_before, beats_after), (Some(b), Some(a)) if a >= b + 2),
+        format!("genuine frames accepted: heartbeats_received {beats_before:?} -> {beats_after:?}"),
+    );
     c.check(
         replay_before.is_some() && replay_after.is_some(),
         format!("replayed frame counted: rejected_replay {replay_before:?} -> {replay_after:?}"),
     );
-
-    // The real session goes on: new connections still reach the backup.
-    let mut more = lab.open(&c, 100);
-    lab.replicated(&mut c, 1, 200);
-    c.all_alive(
-        &pool.exchange("after", ROUND),
-        "connections after the attacks",
+    c.check(
+        counter("rejected_auth") == auth_after,
+        "the replay failed on its sequence number, not its MAC",
     );
     c.all_alive(
-        &more.exchange("after", ROUND),
-        "connections opened after the attacks",
+        &pool.exchange("during", ROUND),
+        "connections through d0 after the attacks",
+    );
+
+    // The real peer returns: d0 dials it, resyncs, and replicates again.
+    let back = Instant::now();
+    lab.pair.directors[1].start().expect("d1 restarts");
+    lab.replicated(&mut c, 1, 100);
+    c.say(format!("d1 back and resynced after {:?}", back.elapsed()));
+    let mut more = lab.open(&c, 100);
+    lab.replicated(&mut c, 1, 200);
+    let killed = Instant::now();
+    lab.pair.directors[0].kill9();
+    lab.becomes_master(&mut c, 1, killed, "kill -9 d0 after the attacks");
+    c.all_alive(
+        &pool.exchange("after-kill", ROUND),
+        "connections from before the attacks, through d1",
+    );
+    c.all_alive(
+        &more.exchange("after-kill", ROUND),
+        "connections opened after the attacks, through d1",
     );
     c.finish(&lab);
 }

@@ -11,7 +11,8 @@
 //!        next_deadline() -> Timer
 //!        commands: RoleChanged, barrier, status, shutdown
 //!  thread "ctsync-apply"   owns the ConntrackTable: ApplyUpserts,
-//!                          ApplyDeletes, RequestDump, strictly in order
+//!                          ApplyDeletes, RequestDump, and the loosening
+//!                          on becoming backup, strictly in order
 //!  thread "ctsync-events"  owns the EventSource: LocalEvents, EventOverrun
 //! ```
 //!
@@ -75,7 +76,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
-use super::table::{ConntrackTable, EventSource, SourceBatch};
+use super::table::{Applied, ConntrackTable, EventSource, SourceBatch};
 
 /// First reconnect delay of the dialing side.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -134,6 +135,10 @@ pub struct DriverStats {
     pub barriers: u64,
     /// Barriers that had to wait for writes.
     pub barriers_waited: u64,
+    /// Times the table was loosened (at start and on becoming backup),
+    /// and TCP entries whose window tracking that turned off.
+    pub loosenings: u64,
+    pub entries_loosened: u64,
 }
 
 /// `directorctl sync`: the session's status plus the transport.
@@ -163,9 +168,22 @@ pub fn dials(local: SocketAddr, peer: SocketAddr) -> bool {
 }
 
 enum Job {
-    Upsert { id: u64, entries: Vec<Entry> },
-    Delete { id: u64, keys: Vec<Key> },
-    Dump { id: u64 },
+    Upsert {
+        id: u64,
+        entries: Vec<Entry>,
+    },
+    Delete {
+        id: u64,
+        keys: Vec<Key>,
+    },
+    Dump {
+        id: u64,
+    },
+    /// [`ConntrackTable::loosen`]: this box stopped forwarding.
+    Loosen {
+        id: u64,
+        why: &'static str,
+    },
 }
 
 enum Done {
@@ -179,6 +197,11 @@ enum Done {
     Dump {
         id: u64,
         result: Result<Vec<Entry>, String>,
+    },
+    Loosen {
+        id: u64,
+        why: &'static str,
+        result: Result<Applied, String>,
     },
 }
 
@@ -305,6 +328,11 @@ pub async fn run<T: ConntrackTable, E: EventSource>(
     if d.dials {
         d.next_dial = Some(Instant::now());
     }
+    if d.session.role() == Role::Backup {
+        // The kernel may hold entries from this box's time as master (a
+        // restart): the peer forwards them now.
+        d.loosen("startup");
+    }
     info!(
         event = "ctsync_started",
         local = %d.cfg.local,
@@ -343,6 +371,11 @@ impl Driver {
                     }
                     if role != self.session.role() {
                         self.feed(Input::RoleChanged { role });
+                        if role == Role::Backup {
+                            // Our entries' window data goes stale from
+                            // now on (kernel.rs, "Loosening").
+                            self.loosen("became backup");
+                        }
                     }
                 }
                 Wake::Command(Some(Command::Barrier(reply))) => self.barrier(reply),
@@ -693,6 +726,21 @@ impl Driver {
                     );
                     let _ = self.jobs.send(Job::Dump { id: self.issued });
                 }
+                // Emitted by `Input::Connected` for the connection it
+                // replaces: `connected` already took that one off
+                // `self.conn` and let it linger. `self.conn` is the new
+                // connection now, whose Hello follows in these actions;
+                // closing it here would drop the new peer unread (and
+                // leave the session waiting for a Hello on a connection
+                // the driver no longer has).
+                Action::Close {
+                    reason: CloseReason::Replaced,
+                } => {
+                    info!(
+                        event = "ctsync_connection_replaced",
+                        peer = ?self.conn.as_ref().map(|c| c.remote)
+                    );
+                }
                 Action::Close { reason } => {
                     log_close(&reason, self.conn.as_ref().map(|c| c.remote));
                     if let Some(c) = self.conn.take() {
@@ -781,6 +829,26 @@ impl Driver {
                     });
                 }
             }
+            Done::Loosen { id, why, result } => {
+                self.finished = id;
+                self.stats.loosenings += 1;
+                match result {
+                    Ok(a) => {
+                        self.stats.entries_loosened += a.written as u64;
+                        if !a.failed.is_empty() {
+                            self.stats.apply_refused += a.failed.len() as u64;
+                        }
+                        info!(
+                            event = "ctsync_loosened",
+                            reason = why,
+                            entries = a.written,
+                            refused = a.failed.len(),
+                            note = "TCP window tracking off on entries the peer forwards now"
+                        );
+                    }
+                    Err(e) => warn!(event = "ctsync_loosen_failed", reason = why, error = %e),
+                }
+            }
             Done::Dump { id, result } => {
                 self.finished = id;
                 match result {
@@ -800,6 +868,17 @@ impl Driver {
         for (_, reply) in ready {
             let _ = reply.send(true);
         }
+    }
+
+    /// Queues a [`Job::Loosen`] behind the writes already issued. Not a
+    /// write job for the barrier: a takeover must not wait for it, and no
+    /// ack depends on it.
+    fn loosen(&mut self, why: &'static str) {
+        self.issued += 1;
+        let _ = self.jobs.send(Job::Loosen {
+            id: self.issued,
+            why,
+        });
     }
 
     fn barrier(&mut self, reply: oneshot::Sender<bool>) {
@@ -893,6 +972,15 @@ fn apply_thread<T: ConntrackTable>(
                 id,
                 result: table.dump().map_err(|e| e.to_string()),
             },
+            Job::Loosen { id, why } => {
+                let result = table.loosen().map_err(|e| e.to_string());
+                if let Ok(a) = &result {
+                    for (key, why) in &a.failed {
+                        debug!(event = "ctsync_loosen_refused", key = ?key, error = %why);
+                    }
+                }
+                Done::Loosen { id, why, result }
+            }
         };
         if done.send(out).is_err() {
             return;

@@ -23,6 +23,11 @@ struct Inner {
     entries: BTreeMap<Key, Entry>,
     delay: Duration,
     refused: BTreeSet<Key>,
+    /// Keys whose entry has window tracking off: written by an upsert
+    /// (as the kernel table's writes do) or loosened; an entry the test
+    /// inserts as a local connection is tracked.
+    liberal: BTreeSet<Key>,
+    loosens: u64,
     upsert_batches: u64,
     delete_batches: u64,
     dumps: u64,
@@ -111,14 +116,37 @@ impl FakeView {
     pub fn remove(&self, key: &Key) {
         if let Ok(mut i) = self.inner.lock() {
             i.entries.remove(key);
+            i.liberal.remove(key);
         }
     }
 
-    /// Writes from the test itself (as a local connection would appear).
+    /// Writes from the test itself (as a local connection would appear:
+    /// window-tracked).
     pub fn insert(&self, e: Entry) {
         if let Ok(mut i) = self.inner.lock() {
+            i.liberal.remove(&e.key());
             i.entries.insert(e.key(), e);
         }
+    }
+
+    /// TCP entries that still have window tracking on (neither written
+    /// by an upsert nor loosened).
+    pub fn tracked(&self) -> Vec<Key> {
+        self.inner
+            .lock()
+            .map(|i| {
+                i.entries
+                    .values()
+                    .filter(|e| e.tcp.is_some() && !i.liberal.contains(&e.key()))
+                    .map(Entry::key)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// How many times the table was loosened.
+    pub fn loosens(&self) -> u64 {
+        self.inner.lock().map(|i| i.loosens).unwrap_or(0)
     }
 }
 
@@ -138,6 +166,7 @@ impl ConntrackTable for FakeTable {
                     out.table_full = true;
                 } else {
                     i.entries.insert(e.key(), *e);
+                    i.liberal.insert(e.key());
                     out.written += 1;
                 }
             }
@@ -155,6 +184,7 @@ impl ConntrackTable for FakeTable {
             i.delete_batches += 1;
             for k in keys {
                 i.entries.remove(k);
+                i.liberal.remove(k);
                 out.written += 1;
             }
         }
@@ -168,6 +198,26 @@ impl ConntrackTable for FakeTable {
         })?;
         i.dumps += 1;
         Ok(i.entries.values().copied().collect())
+    }
+
+    fn loosen(&mut self) -> Result<Applied, ConntrackError> {
+        let mut i = self.inner.lock().map_err(|_| ConntrackError::Io {
+            what: "loosening the fake table",
+            source: std::io::Error::other("poisoned"),
+        })?;
+        i.loosens += 1;
+        let strict: Vec<Key> = i
+            .entries
+            .values()
+            .filter(|e| e.tcp.is_some() && !i.liberal.contains(&e.key()))
+            .map(Entry::key)
+            .collect();
+        let written = strict.len();
+        i.liberal.extend(strict);
+        Ok(Applied {
+            written,
+            ..Applied::default()
+        })
     }
 }
 

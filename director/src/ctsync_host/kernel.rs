@@ -59,6 +59,37 @@
 //! an absent entry (ENOENT) is what we wanted. An entry is one netlink
 //! message, so it is written whole or not at all.
 //!
+//! ## Loosening (entries this box created, once the peer forwards them)
+//!
+//! Writes of entries received from the peer turn window tracking off
+//! (IP_CT_TCP_FLAG_BE_LIBERAL, above), the update path too: the flags go
+//! out with mask 0xff and `nlattr_to_tcp` (nf_conntrack_proto_tcp.c)
+//! applies `seen[dir].flags = (flags & ~mask) | (new & mask)` to an
+//! existing entry. But an entry the session never rewrites keeps the
+//! window data of whoever last forwarded it. That is every connection a
+//! box forwarded itself: when it steps down (VRRP backup or fault, its
+//! daemon and the sync session still running) the replicated set already
+//! equals its kernel, so nothing is written back; the peer then forwards
+//! the connections and their sequence numbers move on. When this box
+//! takes over again, the first ACK from the client acknowledges data it
+//! never saw: `tcp_in_window` returns NFCT_TCP_INVALID, "ACK is over
+//! upper bound (ACKed data not seen yet)" unless the sender's flags hold
+//! BE_LIBERAL (`nf_tcp_log_invalid`); an invalid packet is not attached
+//! to its entry, so it is not translated either: the VIP's own stack
+//! answers it with a RST. Seen in the failover tests: every connection
+//! reset after a failback from fault.
+//!
+//! So on becoming backup (and at start, when the kernel may hold entries
+//! from an earlier time as master) the driver calls
+//! [`ConntrackTable::loosen`]: a dump, then, for each replicated TCP entry
+//! without BE_LIBERAL in both directions, an update carrying only the
+//! original tuple and CTA_PROTOINFO_TCP with BE_LIBERAL under mask
+//! BE_LIBERAL (no status, timeout or mark: those stay as they are). The
+//! TCP state attribute is always part of our encoding, so it is sent
+//! back as dumped; on a backup no packet of these flows passes, and the
+//! ctsync writes run on the same thread, so nothing changes it between
+//! the dump and the update.
+//!
 //! ## Events
 //!
 //! [`KernelEvents`] reads the NEW / UPDATE / DESTROY groups. Events whose
@@ -655,6 +686,54 @@ impl ConntrackTable for KernelTable {
             );
         }
         Ok(out)
+    }
+
+    fn loosen(&mut self) -> Result<Applied, ConntrackError> {
+        let all = self.sock.dump(None)?;
+        let mut items = Vec::new();
+        for ct in all.iter().filter(|ct| self.filter.matches(ct)) {
+            if let (Some(u), Ok(key)) = (Self::loosened(ct), key_from_kernel(ct)) {
+                items.push((key, u));
+            }
+        }
+        let reqs: Vec<Request<'_>> = items.iter().map(|(_, u)| Request::Update(u)).collect();
+        let answers = self.run_batch(&reqs, reqs.len());
+        let mut out = Applied::default();
+        for ((key, _), a) in items.iter().zip(answers) {
+            match a {
+                // ENOENT: it ended since the dump; nothing to loosen.
+                Ok(_) | Err(ConntrackError::NotFound) => out.written += 1,
+                Err(e) => fail(&mut out, *key, &e),
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl KernelTable {
+    /// The update of [`ConntrackTable::loosen`] for one kernel entry, or
+    /// `None` if it needs none (not TCP, or liberal both ways already).
+    fn loosened(ct: &Conntrack) -> Option<Conntrack> {
+        let t = ct.tcp.as_ref()?;
+        let liberal = |f: Option<TcpFlags>| f.is_some_and(|f| f.flags & tcp_flag::BE_LIBERAL != 0);
+        if liberal(t.flags_orig) && liberal(t.flags_reply) {
+            return None;
+        }
+        let only = TcpFlags {
+            flags: tcp_flag::BE_LIBERAL,
+            mask: tcp_flag::BE_LIBERAL,
+        };
+        let mut u = Conntrack::new(ct.orig.clone(), ct.reply.clone());
+        u.zone = ct.zone;
+        u.tcp = Some(TcpInfo {
+            state: t.state,
+            wscale_orig: None,
+            wscale_reply: None,
+            flags_orig: Some(only),
+            flags_reply: Some(only),
+            unknown: Vec::new(),
+        });
+        Some(u)
     }
 }
 

@@ -38,6 +38,13 @@ pub trait ConntrackTable: Send + 'static {
     fn delete(&mut self, keys: &[Key]) -> Applied;
     /// Every replicated entry the kernel holds (the filter applied).
     fn dump(&mut self) -> Result<Vec<Entry>, ConntrackError>;
+    /// Turns off TCP window tracking (IP_CT_TCP_FLAG_BE_LIBERAL, both
+    /// directions) on every replicated TCP entry that still has it,
+    /// changing nothing else. For entries this box created while it
+    /// forwarded them: once the peer forwards those connections, their
+    /// sequence numbers move on without us, and the window data of our
+    /// entries goes stale (see `super::kernel`, "Loosening").
+    fn loosen(&mut self) -> Result<Applied, ConntrackError>;
 }
 
 /// One read from the event subscription.

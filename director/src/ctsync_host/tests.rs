@@ -721,3 +721,76 @@ fn key_file_errors_name_the_file() {
     std::fs::write(&good, KEY).unwrap();
     assert!(super::load_key(&good).is_ok());
 }
+
+#[test]
+fn a_master_that_steps_down_loosens_the_entries_it_forwarded() {
+    let (pa, pb) = ports();
+    let held: Vec<Entry> = (0..50).map(entry).collect();
+    let a = node(
+        "lb-a",
+        pa,
+        pb,
+        Role::Master,
+        FakeTable::with(held.iter().copied()),
+    );
+    let b = node("lb-b", pb, pa, Role::Backup, FakeTable::new());
+    wait_until("the first bulk", || b.view.len() == 50);
+    // The master's own entries track windows; what the backup wrote not.
+    assert_eq!(a.view.tracked().len(), 50);
+    assert!(b.view.tracked().is_empty());
+    // A fault: a steps down with its session up, b takes over. Nothing is
+    // re-sent to a (its kernel already equals the replicated set), so
+    // only the loosening makes its entries fit for the failback.
+    role(&a.handle, Role::Backup);
+    role(&b.handle, Role::Master);
+    wait_until("a's entries to be loosened", || a.view.tracked().is_empty());
+    let s = status(&a.handle).driver;
+    assert_eq!(s.entries_loosened, 50);
+    assert!(s.loosenings >= 1);
+    assert_eq!(a.view.len(), 50);
+    block(a.handle.shutdown());
+    block(b.handle.shutdown());
+}
+
+#[test]
+fn a_connection_that_replaces_a_live_one_is_read() {
+    let (pa, pb) = ports();
+    let a = node(
+        "lb-a",
+        pa,
+        pb,
+        Role::Master,
+        FakeTable::with((0..10).map(entry)),
+    );
+    let b = node("lb-b", pb, pa, Role::Backup, FakeTable::new());
+    wait_until("the session", || established(&b.handle));
+    // From the peer's address (127.0.0.1): b takes it in place of the
+    // live one, and must read it: the forged Hello is rejected and
+    // counted, not dropped unread with the session left waiting.
+    let wrong = Psk::from_key_file(b"not the pair's key, not at all\n").unwrap();
+    let hello = ctsync::wire::Message::Hello(ctsync::wire::Hello {
+        role: Role::Backup,
+        max_payload: ctsync::wire::DEFAULT_MAX_PAYLOAD,
+        nonce: Nonce([7; 16]),
+        node_id: "intruder".into(),
+    })
+    .encode_frame(0, &wrong.hello_key())
+    .unwrap();
+    let mut s = TcpStream::connect(addr(pb)).unwrap();
+    s.write_all(&hello).unwrap();
+    wait_until("the forged Hello to be counted", || {
+        status(&b.handle).session.stats.rejected_auth == 1
+    });
+    // The real peer comes back (a redials) and replication goes on.
+    wait_until("the session again", || {
+        established(&b.handle) && status(&b.handle).session.stats.established >= 2
+    });
+    a.view.insert(entry(100));
+    a.events
+        .send(SourceBatch::Events(vec![Event::New(entry(100))]));
+    wait_until("replication after the attack", || {
+        b.view.get(&entry(100).key()).is_some()
+    });
+    block(a.handle.shutdown());
+    block(b.handle.shutdown());
+}

@@ -1,14 +1,22 @@
 //! Attacks on the sync link, to show (and test) that a director rejects
-//! them: each opens its own TCP connection to a director's ctsync port,
-//! as anyone on the sync segment could, and sends frames built with the
-//! `ctsync` wire codec.
+//! them: each opens its own TCP connection to a director's ctsync port
+//! and sends frames built with the `ctsync` wire codec.
+//!
+//! A director refuses, before reading a byte, a connection from any
+//! address but its `[ctsync] peer` (`refused_connections`), so these must
+//! come from the peer's address: run them in the peer's namespace with
+//! the peer's daemon stopped (a connection from the peer's address
+//! replaces the live one, and a running peer would redial and replace the
+//! injector's in turn).
 //!
 //! - [`forged`]: a Hello under a key that is not the pair's (an attacker
-//!   without the key file): the MAC check fails
-//!   (`directorctl sync` counter `rejected_auth`).
-//! - [`replayed`]: a valid handshake (so this one needs the key: it stands
-//!   for a frame captured inside a session), then the same sealed
-//!   Heartbeat twice; the second carries a sequence number already seen
+//!   without the key file): the MAC check fails (`directorctl sync`
+//!   "rejected auth", JSON `rejected_auth`; the session counts it in
+//!   `handshake_failures` too).
+//! - [`replayed`]: a genuine session (so this one needs the key: it
+//!   stands for frames captured inside a session), two sealed Heartbeats
+//!   (sequence 1 and 2) that the director accepts, then the recorded
+//!   first one again: its sequence number was already seen
 //!   (`rejected_replay`).
 //!
 //! Both report how the director ended the connection. They are sent from
@@ -92,8 +100,9 @@ pub fn forged(from_netns: &str, target: SocketAddr) -> Result<String> {
     Ok(wait_closed(&mut s, Duration::from_secs(5)))
 }
 
-/// Handshakes with `target` under `key_file`'s key, then sends one sealed
-/// Heartbeat (sequence 1) twice. How the connection ended.
+/// Handshakes with `target` under `key_file`'s key, sends two sealed
+/// Heartbeats (sequence 1, which completes the handshake, and 2), then the
+/// recorded frame of sequence 1 again. How the connection ended.
 pub fn replayed(
     from_netns: &str,
     target: SocketAddr,
@@ -113,12 +122,20 @@ pub fn replayed(
     // The director's Hello carries its nonce, which keys our direction.
     let theirs = read_hello(&mut s, &psk, target)?;
     let tx = psk.frame_key(&ours, &theirs);
-    let heartbeat = Message::Heartbeat
-        .encode_frame(1, &tx)
+    let recorded: Vec<Vec<u8>> = (1..=2)
+        .map(|seq| Message::Heartbeat.encode_frame(seq, &tx))
+        .collect::<std::result::Result<_, _>>()
         .map_err(|e| DemoError::new(format!("cannot encode Heartbeat: {e}")))?;
-    s.write_all(&heartbeat)
-        .and_then(|()| s.write_all(&heartbeat))
-        .map_err(|e| DemoError::new(format!("send Heartbeat to {target}: {e}")))?;
+    for frame in &recorded {
+        s.write_all(frame)
+            .map_err(|e| DemoError::new(format!("send Heartbeat to {target}: {e}")))?;
+    }
+    // Let the genuine frames be taken in on their own before the replay
+    // (they must be accepted for the replay to be one: same session, a
+    // sequence number already seen).
+    std::thread::sleep(Duration::from_millis(200));
+    s.write_all(&recorded[0])
+        .map_err(|e| DemoError::new(format!("replay the Heartbeat to {target}: {e}")))?;
     Ok(wait_closed(&mut s, Duration::from_secs(5)))
 }
 
