@@ -944,7 +944,12 @@ fn takeover(args: &Args) -> Result<(), String> {
             Running::Conntrackd { .. } => {
                 let done = watch
                     .wait_until(base + u64::from(n), Duration::from_secs(300))
-                    .ok_or("conntrackd-direct: the backup's kernel never held every entry")?;
+                    .ok_or_else(|| {
+                        format!(
+                            "conntrackd-direct: the backup's kernel reached {} of {n} entries",
+                            watch.get().saturating_sub(base)
+                        )
+                    })?;
                 println!(
                     "  {:<17} created in {:.0} ms; all in the backup's kernel {:.0} ms after the last; commit step at takeover: none",
                     which.name(),
