@@ -112,6 +112,13 @@ fn example_keepalived_like_pair_parses() {
         .unwrap();
     assert!(https.real_servers.iter().all(|r| r.port == 20001));
     assert!(c.ctsync.is_some());
+    assert_eq!(
+        c.ipvs_sync,
+        Some(IpvsSync {
+            interface: "bond0".into(),
+            syncid: 1
+        })
+    );
 }
 
 #[test]
