@@ -23,6 +23,11 @@
 //!   thread of its own, started before VRRP (as backup) so the VRRP
 //!   executor can hand it roles and wait on it at takeover; a reload that
 //!   changes `[ctsync]` restarts it; stopped after VRRP released the VIPs.
+//! - the kernel's **IPVS sync daemons** (`crate::ipvs_sync`, IPVS
+//!   dataplane with `[ctsync] ipvs_sync_interface`): a task follows the
+//!   VRRP host events and triggers a pass on each state change; every
+//!   pass checks GET_DAEMON and runs the master daemon while master, the
+//!   backup daemon otherwise.
 //!
 //! Shutdown (SIGTERM/SIGINT) leaves the kernel table as it is: connections
 //! survive a restart and the next daemon adopts the table in place.
