@@ -23,6 +23,11 @@
 //!   thread of its own, started before VRRP (as backup) so the VRRP
 //!   executor can hand it roles and wait on it at takeover; a reload that
 //!   changes `[ctsync]` restarts it; stopped after VRRP released the VIPs.
+//! - the kernel's **IPVS sync daemons** (`crate::ipvs_sync`, IPVS
+//!   dataplane with `[ctsync] ipvs_sync_interface`): a task follows the
+//!   VRRP host events and triggers a pass on each state change; every
+//!   pass checks GET_DAEMON and runs the master daemon while master, the
+//!   backup daemon otherwise.
 //!
 //! Shutdown (SIGTERM/SIGINT) leaves the kernel table as it is: connections
 //! survive a restart and the next daemon adopts the table in place.
@@ -42,7 +47,7 @@ use crate::health::pool::Pool;
 use crate::health::HealthRunner;
 use crate::kernel::{IpvsKernel, KernelError};
 use crate::metrics::Metrics;
-use crate::model::{DestKey, KernelTable, ServiceKey, Timeouts};
+use crate::model::{DestKey, KernelTable, ServiceKey, SyncDaemon, Timeouts};
 use crate::reconcile::PassReport;
 use crate::sysctl::{self, SysctlState, Sysctls};
 use std::collections::BTreeMap;
@@ -109,6 +114,8 @@ enum KernelCmd {
         snat: Arc<Vec<config::Snat>>,
         exclusive: bool,
         timeouts: Option<Timeouts>,
+        /// The IPVS sync daemon to run (`crate::ipvs_sync`).
+        sync_daemon: Option<SyncDaemon>,
         /// Dead real servers whose connections are cleaned up right
         /// after the pass took them out.
         resets: Vec<PendingReset>,
@@ -186,6 +193,9 @@ struct Shared {
     ctsync: Arc<Mutex<CtSyncState>>,
     /// VRRP -> ctsync: roles and the takeover barrier (outlives drivers).
     role_link: Arc<RoleLink>,
+    /// VRRP -> the IPVS sync daemons: each instance's state
+    /// (`crate::ipvs_sync::follow`).
+    vrrp_states: crate::ipvs_sync::VrrpStates,
 }
 
 /// The replication driver and why it is not running, if it is not.
@@ -214,6 +224,7 @@ fn spawn_kernel_worker(
                         snat,
                         exclusive,
                         timeouts,
+                        sync_daemon,
                         resets,
                         reply,
                     } => {
@@ -225,6 +236,7 @@ fn spawn_kernel_worker(
                             snat: &snat,
                             exclusive,
                             timeouts,
+                            sync_daemon: sync_daemon.as_ref(),
                         });
                         report.repairs.extend(changed);
                         let took = started.elapsed();
@@ -445,6 +457,7 @@ where
         health: Arc::new(health_runner),
         ctsync: Arc::default(),
         role_link: Arc::new(RoleLink::new(RoleRule::default())),
+        vrrp_states: Arc::default(),
     };
     if let Ok(mut s) = shared.state.lock() {
         health::recompute(&mut s, &shared.health, &shared.metrics);
@@ -509,6 +522,7 @@ where
         }
     }
     shared.vrrp_settled.send_replace(true);
+    spawn_ipvs_sync_follow(&shared);
     ready();
 
     let mut shutdown = std::pin::pin!(shutdown);
@@ -551,6 +565,35 @@ where
     );
     let _ = std::fs::remove_file(&socket_path);
     Ok(())
+}
+
+/// The IPVS sync daemons follow VRRP: every state change triggers a pass
+/// (which starts/stops the daemons, `crate::ipvs_sync`); the periodic
+/// passes repair them in between. Without VRRP the box stays backup.
+fn spawn_ipvs_sync_follow(shared: &Shared) {
+    let configured = shared
+        .state
+        .lock()
+        .map(|s| s.config.ipvs_sync.is_some())
+        .unwrap_or(false);
+    if configured && shared.kind == DataplaneKind::Nftables {
+        // `auto` landed on nftables (validation refuses the keys with
+        // an explicit dataplane = "nftables").
+        warn!(event = "ipvs_sync_ignored", reason = "dataplane is nftables (no IPVS in this kernel)", note = "[ctsync] ipvs_sync_interface / ipvs_syncid have no effect; ctsync still replicates conntrack");
+    }
+    // Followed even when not configured now: a reload may add the keys.
+    let (Some(v), DataplaneKind::Ipvs) = (shared.vrrp.get().cloned(), shared.kind) else {
+        return;
+    };
+    let triggers = shared.triggers.clone();
+    let states = shared.vrrp_states.clone();
+    tokio::spawn(crate::ipvs_sync::follow(v, states, move || {
+        // A full queue already holds a pass that will see the new state.
+        let _ = triggers.try_send(Trigger {
+            reason: "vrrp",
+            done: None,
+        });
+    }));
 }
 
 /// Starts replication for `config` (nothing without `[ctsync]`). A bad
@@ -690,16 +733,25 @@ async fn run_pass(shared: &Shared, reason: &'static str) -> LastPass {
     let mut rerun = 0;
     loop {
         // The desired table and the cleanups it makes safe, in one lock.
-        let (desired, snat, exclusive, timeouts, resets) = {
+        let (desired, snat, exclusive, timeouts, sync_daemon, resets) = {
             let Ok(mut s) = shared.state.lock() else {
                 return LastPass::default();
             };
             let resets = health::take_resets(&mut s);
+            let sync_daemon = match shared.kind {
+                DataplaneKind::Ipvs => shared
+                    .vrrp_states
+                    .lock()
+                    .ok()
+                    .and_then(|st| crate::ipvs_sync::wanted_now(&s.config, &st)),
+                DataplaneKind::Nftables => None,
+            };
             (
                 s.desired.clone(),
                 s.snat.clone(),
                 s.config.global.ipvs_exclusive,
                 s.config.global.ipvs_timeouts,
+                sync_daemon,
                 resets,
             )
         };
@@ -709,6 +761,7 @@ async fn run_pass(shared: &Shared, reason: &'static str) -> LastPass {
             snat,
             exclusive,
             timeouts,
+            sync_daemon,
             resets,
             reply: tx,
         });
@@ -783,6 +836,10 @@ fn record_pass(
         m.reconcile_errors.with_label_values(&["nftables"]).inc();
         error!(event = "nftables_failed", error = %e);
     }
+    for e in &report.sync_daemon_errors {
+        m.reconcile_errors.with_label_values(&["sync_daemon"]).inc();
+        error!(event = "ipvs_sync_daemon_failed", error = %e);
+    }
     if let Some(e) = &report.timeouts_error {
         m.reconcile_errors
             .with_label_values(&["set_timeouts"])
@@ -795,6 +852,7 @@ fn record_pass(
     let mut errors = LastPass::errors_from(&report.failed, report.dump_error.as_deref());
     errors.extend(report.timeouts_error.iter().cloned());
     errors.extend(report.nat_errors.iter().cloned());
+    errors.extend(report.sync_daemon_errors.iter().cloned());
     let summary = LastPass {
         at_unix: SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)

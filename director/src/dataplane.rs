@@ -50,6 +50,10 @@ pub struct PassInput<'a> {
     pub exclusive: bool,
     /// IPVS connection timeouts (IPVS only).
     pub timeouts: Option<Timeouts>,
+    /// The IPVS sync daemon this box should run now (its role follows
+    /// VRRP, `crate::ipvs_sync`); `None`: leave the kernel's daemons
+    /// alone. IPVS only: the nftables dataplane ignores it.
+    pub sync_daemon: Option<&'a SyncDaemon>,
 }
 
 /// The table in `ipvsadm` terms, plus the IPVS-only extras.
@@ -158,6 +162,11 @@ impl<K: IpvsKernel + Send> Dataplane for IpvsDataplane<K> {
         let mut report = self
             .reconciler
             .pass(input.desired, input.exclusive, input.timeouts);
+        if let Some(want) = input.sync_daemon {
+            let out = crate::ipvs_sync::ensure(&mut self.reconciler.kernel, want);
+            report.repairs.extend(out.changes);
+            report.sync_daemon_errors.extend(out.errors);
+        }
         match &mut self.nat_rules {
             Some(nat) => {
                 let nat_report = nat.pass(input);

@@ -24,6 +24,9 @@
 //! - [`sysctl`]: the kernel settings each dataplane depends on, set and reported.
 //! - [`rtnl`]: rtnetlink: VIPs on interfaces (`Addresses`, with a recording
 //!   fake), interface indexes, link up/down events (`LinkWatch`).
+//! - [`ipvs_sync`]: the kernel's IPVS sync daemons (IPVS connection
+//!   entries to the peer): master while VRRP master, backup otherwise,
+//!   repaired at every pass.
 //! - [`nft`]: the nftables dataplane (`inet director` table via the nft CLI).
 //! - [`vrrp_host`]: VRRP in the daemon: runs `vrrp::driver` on its own
 //!   thread and executes its events in order (VIPs via `rtnl`, then
@@ -58,6 +61,7 @@ pub mod format;
 pub mod genl_watch;
 pub mod health;
 pub mod ipvs;
+pub mod ipvs_sync;
 pub mod kernel;
 pub mod maglev;
 pub mod metrics;

@@ -142,6 +142,9 @@ pub struct PassReport {
     /// Failures of the nftables side (SNAT and forward rules on IPVS, or the
     /// whole table on nftables) that are not tied to one op.
     pub nat_errors: Vec<String>,
+    /// Failures starting, stopping or reading the IPVS sync daemons
+    /// (`crate::ipvs_sync`); their changes are in `repairs`.
+    pub sync_daemon_errors: Vec<String>,
     /// The dump the pass started from (stats for metrics and status).
     #[serde(skip)]
     pub dump: Option<KernelTable>,

@@ -125,6 +125,7 @@ fn pass(dp: &mut NftDataplane, desired: &DesiredTable, snat: &[Snat]) -> PassRep
         snat,
         exclusive: true,
         timeouts: None,
+        sync_daemon: None,
     })
 }
 

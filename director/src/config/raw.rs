@@ -239,6 +239,8 @@ pub(crate) struct RawCtSync {
     pub key_file: Opt<String>,
     pub ignore: Opt<Vec<S<String>>>,
     pub follow: Opt<String>,
+    pub ipvs_sync_interface: Opt<String>,
+    pub ipvs_syncid: Opt<i64>,
 }
 
 /// A duration as written (`"1s"`, `"500ms"`); parsed by the semantic pass so

@@ -112,6 +112,13 @@ fn example_keepalived_like_pair_parses() {
         .unwrap();
     assert!(https.real_servers.iter().all(|r| r.port == 20001));
     assert!(c.ctsync.is_some());
+    assert_eq!(
+        c.ipvs_sync,
+        Some(IpvsSync {
+            interface: "bond0".into(),
+            syncid: 1
+        })
+    );
 }
 
 #[test]
@@ -1595,6 +1602,59 @@ fn ctsync_ignore_and_follow() {
         errors(&format!("{G}{CT}ignore = \"10.0.0.0/8\"\n")),
         "t.toml:7:10: invalid type: expected an array for \"ignore\", found string \"10.0.0.0/8\""
     );
+}
+
+#[test]
+fn ctsync_ipvs_sync_daemon_keys() {
+    const CT: &str =
+        "[ctsync]\nlocal = \"10.1.0.1:3780\"\npeer = \"10.1.0.2:3780\"\nkey_file = \"k\"\n";
+    // Absent: no sync daemons.
+    assert_eq!(ok(&format!("{G}{CT}")).ipvs_sync, None);
+    // The id defaults to 0 (the backup then accepts any id).
+    let c = ok(&format!("{G}{CT}ipvs_sync_interface = \"eth2\"\n"));
+    assert_eq!(
+        c.ipvs_sync,
+        Some(IpvsSync {
+            interface: "eth2".into(),
+            syncid: 0
+        })
+    );
+    let c = ok(&format!(
+        "{G}{CT}ipvs_sync_interface = \"eth2\"\nipvs_syncid = 255\n"
+    ));
+    assert_eq!(c.ipvs_sync.unwrap().syncid, 255);
+    // Lines: G 1-2, CT 3-6, ours from 7.
+    assert_eq!(
+        errors(&format!("{G}{CT}ipvs_syncid = 1\n")),
+        "t.toml:7:15: ipvs_syncid needs ipvs_sync_interface (the interface the IPVS sync daemons use)"
+    );
+    assert_eq!(
+        errors(&format!(
+            "{G}{CT}ipvs_sync_interface = \"a-very-long-name0\"\nipvs_syncid = 256\n"
+        )),
+        "t.toml:7:23: ipvs_sync_interface \"a-very-long-name0\" is longer than 15 bytes (IFNAMSIZ 16 with the NUL)\n\
+         t.toml:8:15: ipvs_syncid 256 out of range 0..=255"
+    );
+    assert_eq!(
+        errors(&format!("{G}{CT}ipvs_sync_interface = \"eth 2\"\n")),
+        "t.toml:7:23: ipvs_sync_interface \"eth 2\" is not a valid interface name (no '/', ':' or whitespace)"
+    );
+    assert_eq!(
+        errors(&format!("{G}{CT}ipvs_syncid = \"1\"\n")),
+        "t.toml:7:15: invalid type: expected an integer for \"ipvs_syncid\", found string \"1\""
+    );
+    // Written nftables: refused; auto forced to nftables (no IPVS on this
+    // kernel): accepted, the daemon ignores it with a warning.
+    let nft = format!(
+        "[global]\nrouter_id = \"lb\"\ndataplane = \"nftables\"\n{CT}ipvs_sync_interface = \"eth2\"\n"
+    );
+    assert_eq!(
+        parse(&nft, "t.toml").unwrap_err().to_string(),
+        "t.toml:8:23: ipvs_sync_interface starts the kernel's IPVS sync daemons, which have nothing to sync on the nftables dataplane (ctsync alone moves the connections there); remove it, or use dataplane = \"ipvs\" (or \"auto\", which ignores it where IPVS is absent)"
+    );
+    let auto = format!("{G}{CT}ipvs_sync_interface = \"eth2\"\n");
+    let c = parse_for(&auto, "t.toml", Some(DataplaneChoice::Nftables)).unwrap();
+    assert!(c.ipvs_sync.is_some());
 }
 
 // ------------------------------------------------------------- collection

@@ -18,6 +18,10 @@ pub struct Config {
     pub virtual_servers: Vec<VirtualServer>,
     pub snat: Vec<Snat>,
     pub ctsync: Option<CtSync>,
+    /// The kernel's IPVS sync daemons (`[ctsync] ipvs_sync_interface`,
+    /// `ipvs_syncid`), kept apart from [`CtSync`] so that changing them
+    /// does not restart the ctsync session (a reload compares sections).
+    pub ipvs_sync: Option<IpvsSync>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -339,6 +343,24 @@ pub struct CtSync {
     /// master; `None`: master while any instance is MASTER (see
     /// `ctsync_host::role`).
     pub follow: Option<String>,
+}
+
+/// The kernel's IPVS connection synchronisation (ipvsadm
+/// `--start-daemon`, keepalived `lvs_sync_daemon IFACE VRRP_INSTANCE id N`),
+/// written in `[ctsync]` as `ipvs_sync_interface` and `ipvs_syncid`. On
+/// the IPVS dataplane the director runs the master daemon while the
+/// followed VRRP instances are MASTER and the backup daemon otherwise
+/// (`crate::ipvs_sync`), so IPVS connection entries reach the peer as
+/// conntrack entries do through ctsync.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IpvsSync {
+    /// Interface the sync multicast (224.0.0.81:8848, ip_vs_sync.c) is
+    /// sent and received on: the private sync link.
+    pub interface: String,
+    /// `IPVS_DAEMON_ATTR_SYNC_ID`: the backup drops messages of another
+    /// id (ip_vs_sync.c `ip_vs_process_message`), so two pairs can share
+    /// a link. 0 (default) makes the backup accept any id.
+    pub syncid: u8,
 }
 
 /// An address prefix (`10.1.0.0/24`, `2001:db8::/64`) with its host bits

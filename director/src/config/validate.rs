@@ -465,6 +465,13 @@ pub(crate) fn validate(
         .ctsync
         .as_ref()
         .and_then(|c| ctsync(&mut cx, c, &vrrp_instances, &sync_groups));
+    // The dataplane as written, not as forced: `auto` that lands on
+    // nftables ignores the keys with a warning (the daemon logs it), so
+    // one config serves boxes with and without IPVS.
+    let ipvs_sync = raw
+        .ctsync
+        .as_ref()
+        .and_then(|c| ipvs_sync(&mut cx, c, global.dataplane));
     match force_dataplane.unwrap_or(global.dataplane) {
         DataplaneChoice::Nftables => {
             nftables_limits(&mut cx, raw.virtual_server.as_deref().unwrap_or(&[]))
@@ -483,6 +490,7 @@ pub(crate) fn validate(
         virtual_servers,
         snat,
         ctsync,
+        ipvs_sync,
     })
 }
 
@@ -2256,5 +2264,56 @@ fn ctsync(
         key_file: PathBuf::from(key_file?),
         ignore,
         follow,
+    })
+}
+
+/// `[ctsync] ipvs_sync_interface` / `ipvs_syncid` (see [`IpvsSync`]).
+fn ipvs_sync(cx: &mut Ctx<'_>, c: &S<RawCtSync>, dataplane: DataplaneChoice) -> Option<IpvsSync> {
+    let r = c.get_ref();
+    let syncid = r
+        .ipvs_syncid
+        .as_ref()
+        .and_then(|v| cx.int(v, "ipvs_syncid", 0, 255))
+        .map(|n| n as u8);
+    let Some(ifv) = &r.ipvs_sync_interface else {
+        if let Some(v) = &r.ipvs_syncid {
+            cx.err(
+                v.span(),
+                "ipvs_syncid needs ipvs_sync_interface (the interface the IPVS sync daemons use)",
+            );
+        }
+        return None;
+    };
+    let name = ifv.get_ref();
+    // net/core/dev.c dev_valid_name(): 1..IFNAMSIZ-1 (15) bytes, not "."
+    // or "..", no '/', ':' or whitespace; ip_vs.h IP_VS_IFNAME_MAXLEN is
+    // the same 16 with the NUL.
+    let bad = if name.is_empty() {
+        Some("must not be empty")
+    } else if name.len() > 15 {
+        Some("is longer than 15 bytes (IFNAMSIZ 16 with the NUL)")
+    } else if name == "."
+        || name == ".."
+        || name.contains(['/', ':', '\0'])
+        || name.contains(char::is_whitespace)
+    {
+        Some("is not a valid interface name (no '/', ':' or whitespace)")
+    } else {
+        None
+    };
+    if let Some(why) = bad {
+        cx.err(ifv.span(), format!("ipvs_sync_interface \"{name}\" {why}"));
+        return None;
+    }
+    if dataplane == DataplaneChoice::Nftables {
+        cx.err(
+            ifv.span(),
+            "ipvs_sync_interface starts the kernel's IPVS sync daemons, which have nothing to sync on the nftables dataplane (ctsync alone moves the connections there); remove it, or use dataplane = \"ipvs\" (or \"auto\", which ignores it where IPVS is absent)",
+        );
+        return None;
+    }
+    Some(IpvsSync {
+        interface: name.clone(),
+        syncid: syncid.unwrap_or(0),
     })
 }

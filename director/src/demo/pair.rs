@@ -29,6 +29,9 @@ pub struct PairOptions {
     pub preempt_delay: Duration,
     /// Write the `[ctsync]` section (and the key file).
     pub ctsync: bool,
+    /// With `ctsync`: also run the kernel's IPVS sync daemons on the sync
+    /// link (`ipvs_sync_interface`, `ipvs_syncid`); IPVS dataplane only.
+    pub ipvs_sync: bool,
     /// Number of real servers in the `[[virtual_server]]`s (the first n
     /// of the topology).
     pub real_servers: usize,
@@ -43,6 +46,7 @@ impl Default for PairOptions {
             preempt: true,
             preempt_delay: Duration::from_secs(3),
             ctsync: true,
+            ipvs_sync: false,
             real_servers: 3,
         }
     }
@@ -143,6 +147,12 @@ to_source = "{back_vip}"
             topology::director_sync(1 - i),
             key_file.display()
         );
+        if o.ipvs_sync {
+            s += &format!(
+                "# IPVS connection entries too (the kernel's sync daemons, master/backup following VRRP).\nipvs_sync_interface = \"{}\"\nipvs_syncid = 51\n",
+                topology::SYNC_IF
+            );
+        }
     }
     s
 }

@@ -475,6 +475,7 @@ fn refused_line_names_its_service_and_the_rest_is_retried() {
         snat: &snat(),
         exclusive: true,
         timeouts: None,
+        sync_daemon: None,
     });
     assert!(!r.failed.is_empty());
     assert!(r

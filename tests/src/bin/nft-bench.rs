@@ -76,6 +76,7 @@ fn pass(dp: &mut NftDataplane, t: &DesiredTable) -> Duration {
         snat: &[],
         exclusive: true,
         timeouts: None,
+        sync_daemon: None,
     });
     let took = start.elapsed();
     assert!(
