@@ -484,7 +484,8 @@ fn start(pair: &Pair, which: Impl) -> Result<Running, String> {
                 let up = |v: &serde_json::Value| {
                     v.pointer("/running/session/link").and_then(|l| l.as_str())
                         == Some("established")
-                        && v.pointer("/running/session/in_sync").and_then(|b| b.as_bool())
+                        && v.pointer("/running/session/in_sync")
+                            .and_then(|b| b.as_bool())
                             == Some(true)
                 };
                 let master_role = m.pointer("/running/session/role").and_then(|r| r.as_str());
