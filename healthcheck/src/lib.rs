@@ -10,6 +10,9 @@
 //! - [`probe`]: the probes (TCP connect, HTTP, HTTPS over rustls, script as
 //!   argv in its own process group), each bounded by its timeout and failing
 //!   with a reason that names the stage.
+//! - `tcp`: the TCP probe's sockets: the outcome read at once when the
+//!   kernel already has it (no reactor round trip), sockets reused through
+//!   `connect(AF_UNSPEC)` (no socket/close per probe).
 //! - [`schedule`]: stable first offsets (no thundering herd) and the
 //!   fixed-rate next start, pure.
 //! - [`runner`]: the tokio side. Runs each distinct spec once (dedup),
@@ -24,6 +27,7 @@ pub mod probe;
 pub mod runner;
 pub mod schedule;
 pub mod spec;
+mod tcp;
 
 pub use hysteresis::{Health, Hysteresis, Transition};
 pub use probe::{Failure, Prepared, SpecError, Stage};

@@ -410,13 +410,9 @@ fn build_request(http: &HttpProbe, target: SocketAddr) -> Result<Vec<u8>, SpecEr
 }
 
 async fn connect(target: SocketAddr) -> Result<TcpStream, Failure> {
-    TcpStream::connect(target).await.map_err(|e| {
-        if e.kind() == std::io::ErrorKind::ConnectionRefused {
-            Failure::Refused
-        } else {
-            io(Stage::Connect, &e)
-        }
-    })
+    TcpStream::connect(target)
+        .await
+        .map_err(crate::tcp::connect_failure)
 }
 
 /// [`connect`] for the probes that send a request: the request goes out
@@ -430,14 +426,29 @@ async fn connect_nodelay(target: SocketAddr) -> Result<TcpStream, Failure> {
 /// Connect, then close with a reset (zero linger), as HAProxy's TCP checks
 /// do: a graceful close would leave one TIME_WAIT socket per probe on the
 /// director (60 s each, so 600,000 at 10,000 checks per second), and the
-/// server learns nothing more from a FIN than from a RST. No TCP_NODELAY:
-/// nothing is sent, and one syscall less per probe counts at 10,000 a
-/// second.
+/// server learns nothing more from a FIN than from a RST. When the kernel
+/// knows the outcome as soon as `connect()` returns (a nearby server) the
+/// probe is done without the reactor, on a reused socket (see
+/// [`crate::tcp`]); otherwise it waits for the handshake like
+/// `TcpStream::connect`.
 async fn tcp(target: SocketAddr) -> Result<(), Failure> {
-    let stream = connect(target).await?;
-    let _ = stream.set_zero_linger();
-    drop(stream);
-    Ok(())
+    let fd = match crate::tcp::start(target) {
+        crate::tcp::Started::Done(result) => return result,
+        crate::tcp::Started::Pending(fd) => fd,
+    };
+    let stream =
+        TcpStream::from_std(std::net::TcpStream::from(fd)).map_err(|e| io(Stage::Connect, &e))?;
+    // Writable once the handshake is over, either way; SO_ERROR says
+    // which (what `TcpStream::connect` does). Dropping the stream closes
+    // it with a RST (the socket has zero linger).
+    stream
+        .writable()
+        .await
+        .map_err(crate::tcp::connect_failure)?;
+    match stream.take_error() {
+        Ok(None) => Ok(()),
+        Ok(Some(e)) | Err(e) => Err(crate::tcp::connect_failure(e)),
+    }
 }
 
 /// Runs the script with the target in its environment; exit status 0 is

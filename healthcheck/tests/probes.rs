@@ -134,6 +134,49 @@ async fn tcp_to_a_silent_address_times_out_connecting() {
 }
 
 #[tokio::test]
+async fn tcp_waits_for_a_handshake_that_is_not_done_at_once() {
+    // A probe whose SYN finds the accept queue full gets no answer until
+    // the SYN is retransmitted (1 s later): the outcome is not known when
+    // connect() returns, so the probe waits for it in the reactor. Room is
+    // made meanwhile, and the retransmitted SYN completes the handshake.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = sock.local_addr().unwrap();
+    let listener = sock.listen(0).unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        if let Ok(Ok(s)) = tokio::time::timeout(
+            Duration::from_millis(100),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        {
+            fillers.push(s);
+        }
+    }
+    let mut slow = spec(addr, Probe::Tcp);
+    slow.interval = Duration::from_secs(5);
+    slow.timeout = Duration::from_secs(4);
+    let p = Prepared::new(slow).unwrap();
+    let probe = tokio::spawn(async move {
+        let start = Instant::now();
+        (p.run().await, start.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(fillers);
+    // Drain the accept queue, so the retransmitted SYN finds room.
+    let drain = tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            drop(s);
+        }
+    });
+    let (result, took) = probe.await.unwrap();
+    drain.abort();
+    assert_eq!(result, Ok(()));
+    assert!(took > Duration::from_millis(500), "done at once: {took:?}");
+}
+
+#[tokio::test]
 async fn http_status_host_and_request_line() {
     let (addr, seen) =
         http_server(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec()).await;

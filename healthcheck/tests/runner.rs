@@ -2,7 +2,7 @@
 //! fixed-rate schedule, rise/fall edges with their timing, reload keeping
 //! state, and the watchdog restarting a check that stopped completing.
 
-use healthcheck::runner::{Event, Prober, Runner, STALE_AFTER_INTERVALS};
+use healthcheck::runner::{Event, Prober, Runner, DELIVER_EVERY, STALE_AFTER_INTERVALS};
 use healthcheck::{CheckSpec, Failure, Health, Prepared, Probe};
 use std::collections::HashMap;
 use std::future::Future;
@@ -268,4 +268,38 @@ async fn bad_specs_come_back_and_the_rest_runs() {
     assert_eq!(errors.len(), 1);
     assert_eq!(errors[0].0, bad);
     assert_eq!(runner.len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn results_come_in_batches_and_transitions_at_once_in_order() {
+    let fake = Shared::default();
+    let (runner, mut rx) = Runner::with_prober(fake.clone());
+    fake.0.set(target(1), Behaviour::Down);
+    runner.set((1..=20).map(|n| (spec(n), Health::Up)));
+    let end = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut last_start: HashMap<SocketAddr, Duration> = HashMap::new();
+    let (mut edges, mut batched) = (0, 0);
+    while let Ok(Some(e)) = tokio::time::timeout_at(end, rx.recv()).await {
+        let Event::Probed(p) = e else { panic!("{e:?}") };
+        let waited = runner.now() - (p.started + p.latency);
+        if p.transition.is_some() {
+            // The pools must follow an edge at once.
+            assert_eq!(waited, Duration::ZERO, "edge delivered late");
+            edges += 1;
+        } else {
+            // Timer slots are 1 ms.
+            assert!(
+                waited <= DELIVER_EVERY + Duration::from_millis(1),
+                "{waited:?}"
+            );
+            batched += usize::from(waited > Duration::ZERO);
+        }
+        // Each check's results arrive in the order they were taken.
+        if let Some(prev) = last_start.insert(p.spec.target, p.started) {
+            assert!(prev < p.started, "{} out of order", p.spec.target);
+        }
+    }
+    assert_eq!(edges, 1, "check 1 went down once");
+    assert!(batched > 50, "{batched} results waited for a batch");
+    assert_eq!(last_start.len(), 20);
 }

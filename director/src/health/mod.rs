@@ -2,9 +2,10 @@
 //! and what turns its results into pools.
 //!
 //! ```text
-//!  runtime "health" (2 worker threads, owned by HealthRunner)
+//!  runtime "health" (1 worker thread, owned by HealthRunner)
 //!   └─ healthcheck::runner: one task per distinct check + its watchdog
-//!        │ Event::Probed / Event::Stale (unbounded channel)
+//!        │ Event::Probed / Event::Stale (unbounded channel; results
+//!        │ in 10 ms batches, transitions and stale reports at once)
 //!        v
 //!  daemon runtime: health event task (daemon.rs)
 //!   ├─ metrics (results by outcome, latency)
@@ -21,6 +22,14 @@
 //! whole (watchdog included) is seen from the daemon side, which marks
 //! checks silent for [`WEDGED_AFTER_INTERVALS`] intervals stale in
 //! `directorctl health` and the metrics.
+//!
+//! Why one worker: probes wait on the network, they do not compute. With
+//! two workers, every batch of timers one worker fired woke the other to
+//! steal from it (a futex wake and a context switch each time, at 1,000
+//! timer ticks a second with 10,000 checks); one worker runs the same
+//! probes with none of that (health-bench, see the README). HTTPS probes
+//! do compute (a TLS handshake each); should they ever need more than
+//! one core, this is the number to raise.
 //!
 //! Map:
 //! - [`plan`]: config -> checks and their fan-out, check states -> down
@@ -56,7 +65,7 @@ impl HealthRunner {
     /// probe result and stale report.
     pub fn start() -> Result<(HealthRunner, mpsc::UnboundedReceiver<Event>), String> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+            .worker_threads(1)
             .thread_name("health")
             .enable_all()
             .build()

@@ -18,8 +18,9 @@
 //!   connection. Their CPU is reported but is not the checker's.
 //! - **`--mode runner`**: the checker is `healthcheck::runner::Runner` with
 //!   the real prober, alone in a child process (`health-bench checker ...`,
-//!   a tokio runtime with `--threads` workers: 2, like `director run`; 1
-//!   is a current-thread runtime), so its CPU is its own.
+//!   a tokio runtime with `--threads` workers, 2 by default; 1 is a
+//!   current-thread runtime; `director run` has one worker), so its CPU is
+//!   its own.
 //! - **`--mode daemon`**: the real `director run` (from
 //!   `director_tests::bin_dir()`), `dataplane = "nftables"`, in a fresh
 //!   network namespace, with `targets / per_vs` virtual servers of
