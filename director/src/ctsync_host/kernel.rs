@@ -412,7 +412,8 @@ pub fn open_with(
 ) -> Result<(KernelTable, KernelEvents), ConntrackError> {
     let sock = ConntrackSocket::open()?;
     let portid = sock.portid()?;
-    let events = EventSocket::with_rcvbuf(event_rcvbuf)?;
+    let mut events = EventSocket::with_rcvbuf(event_rcvbuf)?;
+    events.skip_portid(portid);
     Ok((
         KernelTable {
             sock,
@@ -782,6 +783,9 @@ impl EventSource for KernelEvents {
         let Some(b) = self.sock.next_batch(timeout)? else {
             return Ok(None);
         };
+        // Echoes of our own writes, dropped by the socket undecoded.
+        self.stats.read += b.skipped;
+        self.stats.echoes += b.skipped;
         let lost = b.lost();
         if lost {
             self.stats.overruns += 1;
