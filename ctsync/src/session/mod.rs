@@ -108,7 +108,7 @@ mod types;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 pub use config::{Config, ConfigError, Limits, Timers};
 pub use types::{
@@ -210,6 +210,13 @@ struct Conn {
     bulk_in: Option<BulkIn>,
     bulk_out: Option<BulkOut>,
     plan: DumpPlan,
+    /// While a dump is on its way: the latest local state of every key
+    /// that changed since it was asked for (`None`: destroyed). The dump
+    /// may predate these changes while their events were already sent
+    /// live; laid over the dump, they make it current, so a bulk never
+    /// leaves out (and the peer never deletes at BulkEnd) an entry created
+    /// after the dump was taken.
+    since_dump: Option<HashMap<Key, Option<Entry>>>,
     digest_at: Option<Time>,
     digest_outstanding: Option<u32>,
     next_digest_id: u32,
@@ -521,6 +528,7 @@ impl Session {
             bulk_in: None,
             bulk_out: None,
             plan: DumpPlan::default(),
+            since_dump: None,
             digest_at: None,
             digest_outstanding: None,
             next_digest_id: 1,
@@ -1168,6 +1176,7 @@ impl Session {
         }
         self.dumps_in_flight.push_back(conn.id);
         conn.dump_retry_at = None;
+        conn.since_dump.get_or_insert_with(HashMap::new);
         self.stats.dumps_requested += 1;
         out.push(Action::RequestDump { reason });
     }
@@ -1202,6 +1211,12 @@ impl Session {
             (Some(_), None) => {}
             _ => {
                 self.stats.dumps_discarded += 1;
+                // Nothing is waiting for a dump any more: stop recording
+                // (the next request starts afresh).
+                let ids = &self.dumps_in_flight;
+                if let Some(c) = self.conn.as_mut().filter(|c| !ids.contains(&c.id)) {
+                    c.since_dump = None;
+                }
                 return;
             }
         }
@@ -1222,6 +1237,10 @@ impl Session {
     ) -> Flow {
         let plan = std::mem::take(&mut conn.plan);
         let scope = plan.scope;
+        if let Some(newer) = conn.since_dump.take().filter(|m| !m.is_empty()) {
+            entries.retain(|e| !newer.contains_key(&e.key()));
+            entries.extend(newer.into_values().flatten());
+        }
         let before = entries.len();
         entries.retain(|e| e.validate().is_ok());
         self.stats.dump_invalid += count(before - entries.len());
@@ -1326,6 +1345,7 @@ impl Session {
         out: &mut Vec<Action>,
     ) -> Flow {
         conn.plan = DumpPlan::default();
+        conn.since_dump = None;
         if !conn.in_sync || conn.bulk_in.is_some() {
             // Without a complete picture from the master, delete nothing.
             self.stats.dumps_discarded += 1;
@@ -1424,6 +1444,9 @@ impl Session {
         };
         let key = e.key();
         Self::touch_bulk(conn, &key);
+        if let Some(m) = conn.since_dump.as_mut() {
+            m.insert(key, Some(e));
+        }
         let unchanged = self
             .table
             .get(&key)
@@ -1448,6 +1471,9 @@ impl Session {
             return;
         }
         Self::touch_bulk(conn, &key);
+        if let Some(m) = conn.since_dump.as_mut() {
+            m.insert(key, None);
+        }
         if !self.table.contains(&key) {
             // The peer never got it: cancelling a waiting upsert is all.
             if self.pending.cancel(&key) {

@@ -833,6 +833,76 @@ fn master_answers_resync_requests_with_a_partial_bulk() {
     assert_eq!(s.replicated_len(), 50);
 }
 
+/// The race the failover test found: an entry created after the dump was
+/// taken, whose event was sent live before the dump came back, must be in
+/// the bulk; otherwise the peer deletes it at BulkEnd (it holds the key in
+/// scope and did not get it during the bulk) and nobody resends it.
+#[test]
+fn an_entry_created_while_the_dump_is_on_its_way_is_in_the_bulk() {
+    let (mut s, mut p) = synced_master(50);
+    // A new entry and the bucket it falls in.
+    let late = entry(500);
+    let b = bucket_of(key_hash(&late.key()).unwrap());
+    let mut scope = Scope::NONE;
+    scope.insert(b);
+    let a = s.handle(
+        t(10),
+        bytes(p.frame(&Message::ResyncRequest {
+            reason: ResyncReason::DigestMismatch,
+            scope,
+        })),
+    );
+    assert_eq!(dump_requests(&a), vec![DumpReason::PartialResync]);
+    p.read(&a);
+    // The driver dumps (without `late`), then the kernel creates `late` and
+    // its event reaches the session before the dump does: sent live.
+    let a = s.handle(
+        t(11),
+        Input::LocalEvents {
+            events: vec![Event::New(late)],
+        },
+    );
+    let live: Vec<Entry> = p
+        .read(&a)
+        .into_iter()
+        .flat_map(|m| match m {
+            Message::Upsert { entries } => entries,
+            _ => vec![],
+        })
+        .collect();
+    assert!(live.contains(&late), "the event goes out at once");
+    // Meanwhile another entry of the dump was destroyed.
+    let gone = (1..=50)
+        .map(entry)
+        .find(|e| bucket_of(key_hash(&e.key()).unwrap()) != b)
+        .unwrap();
+    let a = s.handle(
+        t(11),
+        Input::LocalEvents {
+            events: vec![Event::Destroy(gone.key())],
+        },
+    );
+    p.read(&a);
+    let dump: Vec<Entry> = (1..=50).map(entry).collect();
+    let a = s.handle(t(12), Input::LocalDump { entries: dump });
+    let msgs = p.read(&a);
+    assert!(matches!(&msgs[0], Message::BulkStart { scope: sc, .. } if *sc == scope));
+    let bulk: Vec<Entry> = msgs
+        .iter()
+        .flat_map(|m| match m {
+            Message::Upsert { entries } => entries.clone(),
+            _ => vec![],
+        })
+        .collect();
+    assert!(
+        bulk.contains(&late),
+        "the bulk must carry the entry the dump predates"
+    );
+    // The destroyed entry (outside the scope) is not resurrected by the
+    // reconcile part of the dump.
+    assert_eq!(s.stats().reconcile_upserts, 0);
+}
+
 #[test]
 fn resync_requests_to_a_backup_are_ignored() {
     let (mut s, mut p, _) = established(Role::Backup, Role::Master);
