@@ -292,29 +292,42 @@ impl<'a> Iterator for AttrIter<'a> {
     }
 }
 
+/// Moves the calling thread into the network namespace `/run/netns/NAME`
+/// for good (setns(2) through rustix): sockets it creates afterwards
+/// belong there. Threads that live in a namespace (benchmarks' samplers
+/// and generators) call this first; [`in_netns`] for a one-off.
+pub fn enter_netns(name: &str) -> std::io::Result<()> {
+    use std::os::fd::AsFd;
+    let path = format!("/run/netns/{name}");
+    let enter = || -> std::io::Result<()> {
+        let fd = std::fs::File::open(&path)?;
+        rustix::thread::move_into_link_name_space(
+            fd.as_fd(),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )?;
+        Ok(())
+    };
+    enter().map_err(|e| {
+        std::io::Error::new(e.kind(), format!("entering network namespace {path}: {e}"))
+    })
+}
+
 /// Runs `open` on a short-lived thread that entered the network namespace
-/// `/run/netns/NAME` (setns(2) through rustix): a socket belongs to the
-/// namespace it was created in, so this opens sockets there while the
-/// caller's thread stays where it is. The outer error is entering it.
+/// `/run/netns/NAME` ([`enter_netns`]): a socket belongs to the namespace
+/// it was created in, so this opens sockets there while the caller's
+/// thread stays where it is. The outer error is entering it.
 pub fn in_netns<T: Send, E: Send>(
     name: &str,
     open: impl FnOnce() -> Result<T, E> + Send,
 ) -> std::io::Result<Result<T, E>> {
-    use std::os::fd::AsFd;
-    let path = format!("/run/netns/{name}");
     std::thread::scope(|s| {
         s.spawn(|| {
-            let fd = std::fs::File::open(&path)?;
-            rustix::thread::move_into_link_name_space(
-                fd.as_fd(),
-                Some(rustix::thread::LinkNameSpaceType::Network),
-            )?;
+            enter_netns(name)?;
             Ok(open())
         })
         .join()
         .unwrap_or_else(|_| Err(std::io::Error::other("netns thread panicked")))
     })
-    .map_err(|e| std::io::Error::new(e.kind(), format!("entering network namespace {path}: {e}")))
 }
 
 /// Sends one whole request on `sock` (EINTR retried). Netlink sends a

@@ -41,7 +41,6 @@
 use std::collections::HashMap;
 use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -208,13 +207,7 @@ fn create_entries(sock: &mut ConntrackSocket, range: std::ops::Range<u32>) -> Re
 
 /// Moves the calling thread into namespace `ns` for good.
 fn enter(ns: &str) -> Result<(), String> {
-    let path = format!("/run/netns/{ns}");
-    let fd = std::fs::File::open(&path).map_err(|e| format!("{path}: {e}"))?;
-    rustix::thread::move_into_link_name_space(
-        fd.as_fd(),
-        Some(rustix::thread::LinkNameSpaceType::Network),
-    )
-    .map_err(|e| format!("setns {path}: {e}"))
+    director::netlink::enter_netns(ns).map_err(|e| e.to_string())
 }
 
 /// The backup's `nf_conntrack_count`, sampled every millisecond by a
@@ -374,14 +367,7 @@ impl Running {
     }
 }
 
-fn director_config(
-    router_id: &str,
-    priority: u8,
-    local: Ipv4Addr,
-    peer: Ipv4Addr,
-    key: &Path,
-) -> String {
-    let _ = router_id;
+fn director_config(priority: u8, local: Ipv4Addr, peer: Ipv4Addr, key: &Path) -> String {
     format!(
         r#"[[vrrp_instance]]
 name = "VI_SYNC"
@@ -467,13 +453,13 @@ fn start(pair: &Pair, which: Impl) -> Result<Running, String> {
                 &pair.master,
                 "ctm",
                 "dataplane = \"nftables\"\n",
-                &director_config("ctm", 150, MASTER_SYNC, BACKUP_SYNC, &key),
+                &director_config(150, MASTER_SYNC, BACKUP_SYNC, &key),
             );
             let backup = Daemon::start_in(
                 &pair.backup,
                 "ctb",
                 "dataplane = \"nftables\"\n",
-                &director_config("ctb", 100, BACKUP_SYNC, MASTER_SYNC, &key),
+                &director_config(100, BACKUP_SYNC, MASTER_SYNC, &key),
             );
             // Settled: the master holds the VIP and the sync link is up.
             let ready = wait_for(Duration::from_secs(20), || {
@@ -840,6 +826,9 @@ fn rate(args: &Args) -> Result<(), String> {
         let pair = Pair::new();
         let running = start(&pair, which)?;
         let arrivals = ArrivalWatch::start(pair.backup.name(), n)?;
+        let watch = CountWatch::start(pair.backup.name())?;
+        std::thread::sleep(Duration::from_millis(300));
+        let base = watch.get();
         let (mpid, bpid) = running.pids();
         let (mc0, bc0) = (cpu_seconds(mpid), cpu_seconds(bpid));
         let ns = pair.master.name().to_owned();
@@ -866,13 +855,7 @@ fn rate(args: &Args) -> Result<(), String> {
             .join()
             .map_err(|_| "generator panicked".to_owned())??;
         // Stragglers: up to 10 s after the last creation.
-        let _ = wait_for(Duration::from_secs(10), || {
-            // The count watcher is not running here; poll the table size.
-            let c = pair
-                .backup
-                .exec("cat", &["/proc/sys/net/netfilter/nf_conntrack_count"]);
-            (c.trim().parse::<u64>().unwrap_or(0) >= u64::from(n)).then_some(())
-        });
+        let _ = watch.wait_until(base + u64::from(n), Duration::from_secs(10));
         let (mc1, bc1) = (cpu_seconds(mpid), cpu_seconds(bpid));
         let (seen, overruns) = arrivals.finish();
         let mut lags: Vec<f64> = created

@@ -64,7 +64,6 @@ use socket2::{Domain, SockAddr, Socket, Type};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::os::fd::AsFd as _;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
@@ -538,19 +537,7 @@ impl Listeners {
         let sockets = match netns {
             None => bind_all(o)?,
             Some(ns) => {
-                let o = o.clone();
-                let path = format!("/run/netns/{ns}");
-                std::thread::spawn(move || {
-                    let f = std::fs::File::open(&path).map_err(|e| format!("{path}: {e}"))?;
-                    rustix::thread::move_into_link_name_space(
-                        f.as_fd(),
-                        Some(rustix::thread::LinkNameSpaceType::Network),
-                    )
-                    .map_err(|e| format!("setns {path}: {e}"))?;
-                    bind_all(&o)
-                })
-                .join()
-                .map_err(|_| "listener setup panicked".to_string())??
+                director::netlink::in_netns(ns, || bind_all(o)).map_err(|e| e.to_string())??
             }
         };
         let epoch = Instant::now();
