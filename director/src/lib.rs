@@ -47,7 +47,9 @@
 //!   the ctsync driver (started before VRRP, restarted by a reload that
 //!   changes `[ctsync]`).
 //!
-//! Only `ipvs`, `nft`, `sysctl`, `conntrack` and `rtnl` write to the kernel.
+//! Only `ipvs`, `nft`, `sysctl`, `conntrack` and `rtnl` write to the kernel
+//! (`demo` builds its throw-away namespaces with the `ip` tool, never
+//! touching an existing interface).
 
 pub mod config;
 pub mod conntrack;
