@@ -44,7 +44,8 @@ pub use codec::{
 };
 pub use events::{CtEvent, EventBatch, EventKind, EventSocket};
 pub use socket::{
-    errno_of, refusal, Answer, ConntrackError, ConntrackSocket, Request, ACK_RCVBUF, BATCH_BYTES,
+    errno_of, refusal, Answer, BatchAcks, ConntrackError, ConntrackSocket, Request, ACK_RCVBUF,
+    BATCH_BYTES,
 };
 pub use summary::{flow_counts, flow_summary, FlowCount, FlowSummary};
 

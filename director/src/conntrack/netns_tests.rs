@@ -168,6 +168,94 @@ fn the_kernel_explains_a_refused_entry() {
     );
 }
 
+/// Only the last message of each send asks for an ACK (socket.rs module
+/// doc): refusals anywhere, including at the fence and past a send
+/// boundary, must still land on their own request, and silent successes
+/// must read as done, not as lost.
+#[test]
+fn a_batch_answers_each_request_with_acks_only_at_the_fence() {
+    batch_answers_each_request(BatchAcks::Fence);
+}
+
+#[test]
+fn a_batch_answers_each_request_with_an_ack_per_message() {
+    batch_answers_each_request(BatchAcks::Every);
+}
+
+fn batch_answers_each_request(acks: BatchAcks) {
+    let Some(ns) = NetNs::new() else { return };
+    let a = tcp_entry("10.0.0.1", 1000, "10.0.0.2", 80);
+    let b = tcp_entry("10.0.0.1", 1001, "10.0.0.2", 80);
+    let gone = tcp_entry("10.0.0.1", 1002, "10.0.0.2", 80);
+    // Enough creates to need several sends of BATCH_BYTES.
+    let many: Vec<Conntrack> = (0..3000)
+        .map(|i| tcp_entry("10.0.1.1", 2000 + i, "10.0.0.2", 80))
+        .collect();
+    let (first, rest, listed) = ns.run(|| {
+        let mut s = ConntrackSocket::open().unwrap();
+        s.set_batch_acks(acks);
+        let first = s
+            .batch(&[
+                Request::Create(&a),
+                Request::Create(&a),
+                Request::Create(&b),
+                Request::Delete {
+                    orig: &gone.orig,
+                    zone: None,
+                },
+                Request::Get {
+                    orig: &a.orig,
+                    zone: None,
+                },
+                // The fence itself refused.
+                Request::Create(&b),
+            ])
+            .unwrap();
+        // Refusals spread over the sends: every 700th create is repeated.
+        let mut reqs: Vec<Request<'_>> = Vec::new();
+        let mut duplicates = Vec::new();
+        for (i, ct) in many.iter().enumerate() {
+            reqs.push(Request::Create(ct));
+            if i % 700 == 0 {
+                duplicates.push(reqs.len());
+                reqs.push(Request::Create(ct));
+            }
+        }
+        let rest = s.batch(&reqs).unwrap();
+        (first, (rest, duplicates), s.dump(None).unwrap().len())
+    });
+    let (rest, expected) = rest;
+    assert!(first[0].as_ref().unwrap().is_none());
+    assert!(
+        matches!(first[1], Err(ConntrackError::Exists)),
+        "{:?}",
+        first[1]
+    );
+    assert!(first[2].as_ref().unwrap().is_none());
+    assert!(
+        matches!(first[3], Err(ConntrackError::NotFound)),
+        "{:?}",
+        first[3]
+    );
+    let got = first[4].as_ref().unwrap().as_ref().unwrap();
+    assert_eq!(got.orig, a.orig);
+    assert!(
+        matches!(first[5], Err(ConntrackError::Exists)),
+        "{:?}",
+        first[5]
+    );
+    let refused: Vec<usize> = (0..rest.len()).filter(|&i| rest[i].is_err()).collect();
+    assert_eq!(refused, expected);
+    for i in &refused {
+        assert!(
+            matches!(rest[*i], Err(ConntrackError::Exists)),
+            "{:?}",
+            rest[*i]
+        );
+    }
+    assert_eq!(listed, 2 + many.len());
+}
+
 #[test]
 fn a_dnat_entry_written_from_tuples_keeps_its_translation() {
     let Some(ns) = NetNs::new() else { return };

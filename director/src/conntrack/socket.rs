@@ -12,13 +12,19 @@
 //! into one `sendmsg` of at most [`BATCH_BYTES`]. nfnetlink has no
 //! transaction for ctnetlink (NFNL_MSG_BATCH_BEGIN is for nf_tables
 //! only): `netlink_rcv_skb` runs each message in turn, synchronously in
-//! our `sendmsg`, and queues one ACK or NACK per message (all carry
-//! NLM_F_ACK) on our socket before `sendmsg` returns. Each answer carries
-//! the request's sequence number, which is how an error finds its entry;
-//! a failing message does not stop the ones after it. The answers are
-//! separate skbs of about 1 KiB truesize each, so the socket's receive
-//! buffer is raised ([`ACK_RCVBUF`]) or answers to a large batch would be
-//! dropped (the kernel counts an overrun, we would see ENOBUFS).
+//! our `sendmsg`, and queues its answers on our socket before `sendmsg`
+//! returns. `netlink_rcv_skb` (net/netlink/af_netlink.c) sends a NACK
+//! for every failing message but an ACK only for one that asked with
+//! NLM_F_ACK; so only the last message of each send (the fence) and GETs
+//! ask. Each answer carries the request's sequence number, which is how
+//! an error finds its entry; a failing message does not stop the ones
+//! after it; once the fence's answer is read, every silent message
+//! before it succeeded. That spares the kernel an ACK skb and us a
+//! `recvmsg` per entry (see the ctnetlink write benchmark in the README).
+//! Answers are separate skbs of about 1 KiB truesize each, so the
+//! socket's receive buffer is raised ([`ACK_RCVBUF`]) or the NACKs of a
+//! failing batch would be dropped (the kernel counts an overrun, we
+//! would see ENOBUFS).
 
 use super::codec::{self, Conntrack, DecodeError, EncodeError, Family, Tuple};
 use super::nl::{self, ErrorMsg, MsgIter, Reply, Writer, NLM_F_DUMP_INTR};
@@ -159,6 +165,22 @@ pub(super) fn set_rcvbuf(sock: &Socket, bytes: usize) -> io::Result<()> {
         .map_err(io::Error::from)
 }
 
+/// Sets or clears NLM_F_ACK in the header of the message at `at` of
+/// `buf` (`struct nlmsghdr`: `nlmsg_flags` is the native-endian u16 at
+/// byte 6, include/uapi/linux/netlink.h).
+fn set_ack(buf: &mut [u8], at: usize, on: bool) {
+    let Some(field) = buf.get_mut(at + 6..at + 8) else {
+        return;
+    };
+    let mut flags = u16::from_ne_bytes([field[0], field[1]]);
+    if on {
+        flags |= nl::NLM_F_ACK;
+    } else {
+        flags &= !nl::NLM_F_ACK;
+    }
+    field.copy_from_slice(&flags.to_ne_bytes());
+}
+
 /// One request of [`ConntrackSocket::batch`].
 #[derive(Debug, Clone, Copy)]
 pub enum Request<'a> {
@@ -187,6 +209,12 @@ impl Request<'_> {
         }
     }
 
+    /// A GET's answer is the entry: it keeps its NLM_F_ACK, so that a
+    /// missing answer is noticed instead of read as success.
+    fn answers_with_data(&self) -> bool {
+        matches!(self, Request::Get { .. })
+    }
+
     fn what(&self) -> &'static str {
         match self {
             Request::Create(_) => "creating a conntrack entry",
@@ -207,6 +235,18 @@ pub struct ConntrackSocket {
     sock: Socket,
     seq: u32,
     rbuf: Vec<u8>,
+    acks: BatchAcks,
+}
+
+/// Which messages of a [`ConntrackSocket::batch`] ask for an ACK.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BatchAcks {
+    /// Only the last of each send and GETs (module doc): the default.
+    #[default]
+    Fence,
+    /// Every message, as one-at-a-time tools do; kept to measure what
+    /// the fence saves (`ctsync-bench write`).
+    Every,
 }
 
 enum Outcome {
@@ -233,6 +273,7 @@ impl ConntrackSocket {
             sock,
             seq: 0,
             rbuf: Vec::with_capacity(RECV_BUF),
+            acks: BatchAcks::Fence,
         })
     }
 
@@ -247,6 +288,11 @@ impl ConntrackSocket {
         Ok(addr.port_number())
     }
 
+    /// Chooses which messages of a batch ask for an ACK.
+    pub fn set_batch_acks(&mut self, acks: BatchAcks) {
+        self.acks = acks;
+    }
+
     /// Sends `reqs` in as few `sendmsg` calls as [`BATCH_BYTES`] allows
     /// and returns one answer per request, in order. A request that
     /// cannot be encoded is answered with its `Encode` error and not sent.
@@ -256,15 +302,21 @@ impl ConntrackSocket {
         let mut answers: Vec<Option<Answer>> = Vec::with_capacity(reqs.len());
         answers.resize_with(reqs.len(), || None);
         let mut w = Writer::new();
-        // Indexes (into `reqs`) of the messages in `w`, in sequence order
-        // from `base`.
-        let mut sent: Vec<usize> = Vec::new();
+        // The messages in `w`, in sequence order from `base`: their index
+        // into `reqs` and their offset in `w.buf`.
+        let mut sent: Vec<(usize, usize)> = Vec::new();
         let mut base = self.seq.wrapping_add(1);
         for (i, r) in reqs.iter().enumerate() {
             let seq = base.wrapping_add(sent.len() as u32);
             let before = w.buf.len();
             match r.encode(&mut w, seq) {
-                Ok(()) => sent.push(i),
+                Ok(()) => {
+                    // Only the fence asks for an ACK (module doc).
+                    if self.acks == BatchAcks::Fence && !r.answers_with_data() {
+                        set_ack(&mut w.buf, before, false);
+                    }
+                    sent.push((i, before));
+                }
                 Err(e) => {
                     answers[i] = Some(Err(e.into()));
                     continue;
@@ -276,7 +328,7 @@ impl ConntrackSocket {
                 if before > 0 {
                     sent.pop();
                     let tail = w.buf.split_off(before);
-                    self.flush(reqs, &w.buf, base, &sent, &mut answers)?;
+                    self.flush(reqs, &mut w.buf, base, &sent, &mut answers)?;
                     base = base.wrapping_add(sent.len() as u32);
                     sent.clear();
                     w.buf = tail;
@@ -284,9 +336,9 @@ impl ConntrackSocket {
                     // next sequence number after the flushed ones, which
                     // is now `base`.
                     debug_assert_eq!(seq, base);
-                    sent.push(i);
+                    sent.push((i, 0));
                 } else {
-                    self.flush(reqs, &w.buf, base, &sent, &mut answers)?;
+                    self.flush(reqs, &mut w.buf, base, &sent, &mut answers)?;
                     base = base.wrapping_add(sent.len() as u32);
                     sent.clear();
                     w.buf.clear();
@@ -294,7 +346,7 @@ impl ConntrackSocket {
             }
         }
         if !sent.is_empty() {
-            self.flush(reqs, &w.buf, base, &sent, &mut answers)?;
+            self.flush(reqs, &mut w.buf, base, &sent, &mut answers)?;
             base = base.wrapping_add(sent.len() as u32);
         }
         self.seq = base.wrapping_sub(1);
@@ -312,20 +364,29 @@ impl ConntrackSocket {
 
     /// One `sendmsg` of a batch, then its answers: every message was
     /// handled before `sendmsg` returned (module doc), so they are read
-    /// without blocking, and a missing one is an error, not a hang.
+    /// without blocking, and a missing one is an error, not a hang. The
+    /// last message is the fence: it carries NLM_F_ACK, and once its
+    /// answer is read every earlier message that was not refused was
+    /// done.
     fn flush(
         &mut self,
         reqs: &[Request<'_>],
-        buf: &[u8],
+        buf: &mut [u8],
         base: u32,
-        sent: &[usize],
+        sent: &[(usize, usize)],
         answers: &mut [Option<Answer>],
     ) -> Result<(), ConntrackError> {
         const WHAT: &str = "sending a batch of conntrack requests";
+        let Some(&(_, fence_at)) = sent.last() else {
+            return Ok(());
+        };
+        set_ack(buf, fence_at, true);
         self.send(WHAT, buf)?;
+        let fence = sent.len() - 1;
         let mut entries: Vec<Option<Conntrack>> = vec![None; sent.len()];
         let mut answered = 0;
-        while answered < sent.len() {
+        let mut fenced = false;
+        while !fenced {
             match nl::recv_datagram(&self.sock, &mut self.rbuf, libc::MSG_DONTWAIT) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -346,12 +407,14 @@ impl ConntrackSocket {
                 let m = m.map_err(|e| frame_err(WHAT, e))?;
                 let k = m.header.seq.wrapping_sub(base) as usize;
                 // Late replies to an earlier request are not ours.
-                let Some(&i) = sent.get(k) else { continue };
+                let Some(&(i, _)) = sent.get(k) else { continue };
+                let reply = nl::reply(&m);
+                fenced |= k == fence && reply.is_final();
                 if answers[i].is_some() {
                     continue;
                 }
                 let what = reqs[i].what();
-                let answer = match nl::reply(&m) {
+                let answer = match reply {
                     Reply::Data(payload) => {
                         match codec::decode(payload) {
                             Ok(ct) => entries[k] = Some(ct),
@@ -368,6 +431,14 @@ impl ConntrackSocket {
                 };
                 answers[i] = Some(answer);
                 answered += 1;
+            }
+        }
+        // Messages without NLM_F_ACK are answered only when refused: the
+        // silent ones before the fence succeeded. A GET always answers,
+        // so a silent one is a lost answer (reported by `batch`).
+        for &(i, _) in sent {
+            if answers[i].is_none() && !reqs[i].answers_with_data() {
+                answers[i] = Some(Ok(None));
             }
         }
         Ok(())

@@ -6,8 +6,14 @@
 //! sudo target/release/ctsync-bench burst    [--entries N]  [--only IMPL]
 //! sudo target/release/ctsync-bench rate     [--rate R] [--seconds S] [--only IMPL]
 //! sudo target/release/ctsync-bench takeover [--entries N]  [--only IMPL]
+//! sudo target/release/ctsync-bench write    [--entries N]
 //! IMPL: director | conntrackd | conntrackd-direct
 //! ```
+//!
+//! `write` is the backup's half alone, without a peer: N entries created
+//! and deleted in one namespace through `ConntrackSocket::batch`, with an
+//! ACK asked of every message (what one-at-a-time writers do) and only of
+//! each send's last message (director's default), interleaved.
 //!
 //! Topology: two namespaces `m` (master) and `b` (backup) joined by one
 //! veth pair, the sync link (10.255.0.1/24, 10.255.0.2/24). Nothing else:
@@ -48,13 +54,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use director::conntrack::events::{EventKind, EventSocket};
-use director::conntrack::{Conntrack, ConntrackSocket, Request, TcpInfo, TcpState, Tuple};
+use director::conntrack::{
+    BatchAcks, Conntrack, ConntrackSocket, Request, TcpInfo, TcpState, Tuple,
+};
 use director_tests::netns::{Netns, NsChild};
 use director_tests::{bin, wait_for, Daemon};
 
 const USAGE: &str = "usage: ctsync-bench burst    [--entries N] [--only IMPL]
        ctsync-bench rate     [--rate R] [--seconds S] [--only IMPL]
        ctsync-bench takeover [--entries N] [--only IMPL]
+       ctsync-bench write    [--entries N]
 IMPL: director | conntrackd | conntrackd-direct";
 
 const MASTER_SYNC: Ipv4Addr = Ipv4Addr::new(10, 255, 0, 1);
@@ -95,6 +104,7 @@ enum Mode {
     Burst,
     Rate,
     Takeover,
+    Write,
 }
 
 struct Args {
@@ -111,6 +121,7 @@ fn parse_args() -> Result<Args, String> {
         Some("burst") => Mode::Burst,
         Some("rate") => Mode::Rate,
         Some("takeover") => Mode::Takeover,
+        Some("write") => Mode::Write,
         Some(other) => return Err(format!("unknown mode {other:?}\n{USAGE}")),
         None => return Err(USAGE.to_owned()),
     };
@@ -580,6 +591,7 @@ fn run(args: &Args) -> Result<(), String> {
         Mode::Burst => burst(args),
         Mode::Rate => rate(args),
         Mode::Takeover => takeover(args),
+        Mode::Write => write(args),
     };
     let _ = std::fs::write(max_path, old_max.trim());
     result
@@ -974,5 +986,94 @@ fn takeover(args: &Args) -> Result<(), String> {
         }
         drop(running);
     }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- write
+
+/// CPU time (user + system) of the calling thread: the kernel's work on
+/// a ctnetlink request runs inside our `sendmsg`, so it is billed here.
+fn thread_cpu() -> Duration {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .map(Duration::from)
+        .unwrap_or_default()
+}
+
+/// The backup's write path alone: `entries` creates, then as many
+/// deletes, in batches of 1,000 requests (what one apply job carries),
+/// per ACK mode, interleaved over 5 rounds; medians of microseconds per
+/// entry, wall and CPU.
+fn write(args: &Args) -> Result<(), String> {
+    const ROUNDS: usize = 5;
+    let n = args.entries;
+    println!("write: {n} creates then {n} deletes through ConntrackSocket::batch (1,000 per call), {ROUNDS} rounds, us per entry");
+    let ns = Netns::new("ctw");
+    let name = ns.name().to_owned();
+    let results = std::thread::spawn(move || -> Result<_, String> {
+        enter(&name)?;
+        let entries: Vec<Conntrack> = (0..n).map(entry).collect();
+        let mut sock = ConntrackSocket::open().map_err(|e| e.to_string())?;
+        let modes = [
+            ("ack every message", BatchAcks::Every),
+            ("ack at the fence", BatchAcks::Fence),
+        ];
+        // [mode][create wall, create cpu, delete wall, delete cpu]
+        let mut samples = vec![vec![Vec::new(); 4]; modes.len()];
+        for round in 0..ROUNDS {
+            for k in 0..modes.len() {
+                // Alternate which mode goes first.
+                let m = if round % 2 == 0 {
+                    k
+                } else {
+                    modes.len() - 1 - k
+                };
+                sock.set_batch_acks(modes[m].1);
+                for (phase, delete) in [(0, false), (2, true)] {
+                    let (t0, c0) = (Instant::now(), thread_cpu());
+                    for chunk in entries.chunks(1000) {
+                        let reqs: Vec<Request<'_>> = chunk
+                            .iter()
+                            .map(|ct| {
+                                if delete {
+                                    Request::Delete {
+                                        orig: &ct.orig,
+                                        zone: None,
+                                    }
+                                } else {
+                                    Request::Create(ct)
+                                }
+                            })
+                            .collect();
+                        let answers = sock.batch(&reqs).map_err(|e| e.to_string())?;
+                        if let Some(Err(e)) = answers.into_iter().find(Result::is_err) {
+                            return Err(format!("{}: {e}", modes[m].0));
+                        }
+                    }
+                    let per = |d: Duration| d.as_secs_f64() * 1e6 / f64::from(n);
+                    samples[m][phase].push(per(t0.elapsed()));
+                    samples[m][phase + 1].push(per(thread_cpu() - c0));
+                }
+            }
+        }
+        Ok((modes.map(|m| m.0), samples))
+    })
+    .join()
+    .map_err(|_| "writer panicked".to_owned())??;
+    let (names, mut samples) = results;
+    let mut medians = Vec::new();
+    for (name, s) in names.iter().zip(samples.iter_mut()) {
+        let m: Vec<f64> = s.iter_mut().map(|v| median(v)).collect();
+        println!(
+            "  {name:<18} create {:.2} us wall, {:.2} us cpu; delete {:.2} us wall, {:.2} us cpu",
+            m[0], m[1], m[2], m[3]
+        );
+        medians.push(m);
+    }
+    println!(
+        "  fence / every: create cpu {:.2}, delete cpu {:.2}",
+        medians[1][1] / medians[0][1],
+        medians[1][3] / medians[0][3]
+    );
+    drop(ns);
     Ok(())
 }
