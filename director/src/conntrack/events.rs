@@ -39,6 +39,7 @@ use super::nl::{self, MsgIter};
 use super::socket::{set_rcvbuf, ConntrackError};
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// include/uapi/linux/netfilter/nfnetlink.h `enum nfnetlink_groups`.
@@ -100,10 +101,17 @@ impl EventBatch {
     }
 }
 
+/// The conntrack groups an [`EventSocket`] joins.
+const GROUPS: [u32; 3] = [
+    group::CONNTRACK_NEW,
+    group::CONNTRACK_UPDATE,
+    group::CONNTRACK_DESTROY,
+];
+
 /// A NETLINK_NETFILTER socket subscribed to the conntrack groups, in the
 /// network namespace of the thread that opened it.
 pub struct EventSocket {
-    sock: Socket,
+    sock: Arc<Socket>,
     rbuf: Vec<u8>,
     max_batch: usize,
     rcvbuf: usize,
@@ -126,11 +134,7 @@ impl EventSocket {
         sock.bind_auto()
             .map_err(io("binding the conntrack event socket"))?;
         set_rcvbuf(&sock, rcvbuf).map_err(io("setting the event socket's receive buffer"))?;
-        for g in [
-            group::CONNTRACK_NEW,
-            group::CONNTRACK_UPDATE,
-            group::CONNTRACK_DESTROY,
-        ] {
+        for g in GROUPS {
             sock.add_membership(g)
                 .map_err(io("joining the NFNLGRP_CONNTRACK_* groups"))?;
         }
@@ -138,12 +142,20 @@ impl EventSocket {
             .get_rx_buf_sz()
             .map_err(io("reading the event socket's receive buffer"))?;
         Ok(EventSocket {
-            sock,
+            sock: Arc::new(sock),
             rbuf: Vec::with_capacity(64 * 1024),
             max_batch: DEFAULT_MAX_BATCH,
             rcvbuf,
             skip_portid: None,
         })
+    }
+
+    /// A handle that leaves and rejoins the groups from another thread
+    /// while this one reads.
+    pub fn membership(&self) -> Membership {
+        Membership {
+            sock: self.sock.clone(),
+        }
     }
 
     /// At most `n` (≥ 1) events per batch.
@@ -233,6 +245,39 @@ impl EventSocket {
                 }
             }
         }
+    }
+}
+
+/// Joins or leaves the conntrack groups of an [`EventSocket`]. A member
+/// that leaves stops costing anything: `ctnetlink_conntrack_event` builds
+/// no event for a group without listeners (`nfnetlink_has_listeners`),
+/// and none is queued for us to wake up for. Events queued before
+/// leaving stay readable. Adding a group already joined, or dropping
+/// one not joined, is not an error (`netlink_setsockopt`).
+#[derive(Clone)]
+pub struct Membership {
+    sock: Arc<Socket>,
+}
+
+impl Membership {
+    /// Joins (`true`) or leaves (`false`) all three groups.
+    pub fn set(&self, on: bool) -> Result<(), ConntrackError> {
+        for g in GROUPS {
+            let r = if on {
+                self.sock.add_membership(g)
+            } else {
+                self.sock.drop_membership(g)
+            };
+            r.map_err(|source| ConntrackError::Io {
+                what: if on {
+                    "joining the NFNLGRP_CONNTRACK_* groups"
+                } else {
+                    "leaving the NFNLGRP_CONNTRACK_* groups"
+                },
+                source,
+            })?;
+        }
+        Ok(())
     }
 }
 

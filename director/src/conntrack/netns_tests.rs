@@ -397,6 +397,33 @@ mod replication {
         });
     }
 
+    /// A backup leaves the groups (ctsync_host::table::Subscription): its
+    /// writes must then deliver nothing, and rejoining must deliver again.
+    #[test]
+    fn a_subscription_switched_off_delivers_nothing_until_switched_on() {
+        let Some(ns) = NetNs::new() else { return };
+        ns.run(|| {
+            let mut raw = EventSocket::open().unwrap();
+            let (mut table, mut events) = kernel::open(filter()).unwrap();
+            let switch = events.subscription();
+            raw.membership().set(false).unwrap();
+            switch.set_listening(false).unwrap();
+            // Twice: leaving a group already left is not an error.
+            switch.set_listening(false).unwrap();
+            assert_eq!(table.upsert(&[dnat("203.0.113.5", 41000)]).written, 1);
+            assert!(drain(&mut raw).is_empty());
+            assert_eq!(events.next_batch(Duration::from_millis(100)).unwrap(), None);
+            assert_eq!(events.stats().read, 0);
+            raw.membership().set(true).unwrap();
+            switch.set_listening(true).unwrap();
+            assert_eq!(table.upsert(&[dnat("203.0.113.5", 41001)]).written, 1);
+            assert_eq!(drain(&mut raw).len(), 1);
+            // The table's echo again, read (and suppressed) by the source.
+            assert_eq!(events.next_batch(Duration::from_millis(300)).unwrap(), None);
+            assert_eq!(events.stats().echoes, 1);
+        });
+    }
+
     #[test]
     fn a_tiny_receive_buffer_and_a_burst_is_an_overrun() {
         let Some(ns) = NetNs::new() else { return };

@@ -16,6 +16,13 @@
 //!  thread "ctsync-events"  owns the EventSource: LocalEvents, EventOverrun
 //! ```
 //!
+//! The subscription follows the role: a master joins the kernel's event
+//! groups before its session hears `RoleChanged(Master)`, a backup leaves
+//! them (it would only read the echoes of its own writes; see
+//! [`Subscription`]). Whatever changed in the kernel while a new master
+//! was not listening is covered by the dump it makes at the switch
+//! (`ctsync::session`, "Roles").
+//!
 //! ## Who dials
 //!
 //! Both sides listen on `local`. Only the side whose `local` address sorts
@@ -76,7 +83,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
-use super::table::{Applied, ConntrackTable, EventSource, SourceBatch};
+use super::table::{Applied, ConntrackTable, EventSource, SourceBatch, Subscription};
 
 /// First reconnect delay of the dialing side.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -132,6 +139,9 @@ pub struct DriverStats {
     pub apply_refused: u64,
     /// Errors of the event subscription.
     pub event_errors: u64,
+    /// Whether this side is subscribed to its kernel's events now (a
+    /// master is; a backup is not: see [`Subscription`]).
+    pub events_subscribed: bool,
     pub barriers: u64,
     /// Barriers that had to wait for writes.
     pub barriers_waited: u64,
@@ -254,6 +264,7 @@ struct Driver {
     jobs: std::sync::mpsc::Sender<Job>,
     done: mpsc::UnboundedReceiver<Done>,
     events: mpsc::Receiver<EventMsg>,
+    subscription: Arc<dyn Subscription>,
     /// Last job issued / finished (all kinds, FIFO), last write job issued.
     issued: u64,
     finished: u64,
@@ -296,6 +307,7 @@ pub async fn run<T: ConntrackTable, E: EventSource>(
         return;
     }
     let stop_events = stop.clone();
+    let subscription = events.subscription();
     if let Err(e) = std::thread::Builder::new()
         .name("ctsync-events".into())
         .spawn(move || event_thread(events, ev_tx, stop_events))
@@ -317,6 +329,7 @@ pub async fn run<T: ConntrackTable, E: EventSource>(
         jobs: job_tx,
         done: done_rx,
         events: ev_rx,
+        subscription,
         issued: 0,
         finished: 0,
         last_write: 0,
@@ -328,7 +341,10 @@ pub async fn run<T: ConntrackTable, E: EventSource>(
     if d.dials {
         d.next_dial = Some(Instant::now());
     }
+    d.stats.events_subscribed = true;
     if d.session.role() == Role::Backup {
+        // Only a master sends its events ([`Subscription`]).
+        d.subscribe(false);
         // The kernel may hold entries from this box's time as master (a
         // restart): the peer forwards them now.
         d.loosen("startup");
@@ -370,8 +386,18 @@ impl Driver {
                         self.on_event(msg);
                     }
                     if role != self.session.role() {
+                        // A new master listens before it says so: this
+                        // command is handled before the VRRP executor's
+                        // barrier, so before the VIPs bring traffic.
+                        let joined = role != Role::Master || self.subscribe(true);
                         self.feed(Input::RoleChanged { role });
+                        if !joined {
+                            // Events will be missing: the session repairs
+                            // that like an overrun, with a dump.
+                            self.feed(Input::EventOverrun);
+                        }
                         if role == Role::Backup {
+                            self.subscribe(false);
                             // Our entries' window data goes stale from
                             // now on (kernel.rs, "Loosening").
                             self.loosen("became backup");
@@ -419,6 +445,22 @@ impl Driver {
                     // replicating what the peer sends.
                     self.events = mpsc::channel(1).1;
                 }
+            }
+        }
+    }
+
+    /// Joins or leaves the kernel's event groups ([`Subscription`]);
+    /// false if the kernel refused.
+    fn subscribe(&mut self, on: bool) -> bool {
+        match self.subscription.set_listening(on) {
+            Ok(()) => {
+                self.stats.events_subscribed = on;
+                true
+            }
+            Err(e) => {
+                self.stats.event_errors += 1;
+                error!(event = "ctsync_subscription_failed", listening = on, error = %e);
+                false
             }
         }
     }

@@ -10,12 +10,13 @@
 //! `ApplyFailed`.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use ctsync::{Entry, Key};
 
-use super::table::{Applied, ConntrackTable, EventSource, SourceBatch};
+use super::table::{Applied, ConntrackTable, EventSource, SourceBatch, Subscription};
 use crate::conntrack::ConntrackError;
 
 #[derive(Debug, Default)]
@@ -221,22 +222,51 @@ impl ConntrackTable for FakeTable {
     }
 }
 
-/// Kernel events a test injects ([`FakeEventsTx`]).
+/// Kernel events a test injects ([`FakeEventsTx`]). Like the kernel's
+/// groups, a source that is not listening never delivers: what is
+/// injected meanwhile is counted and dropped.
 #[derive(Debug)]
 pub struct FakeEvents {
     rx: mpsc::Receiver<SourceBatch>,
+    switch: Arc<FakeSubscription>,
 }
 
 /// The test's end of [`FakeEvents`].
 #[derive(Debug, Clone)]
 pub struct FakeEventsTx {
     tx: mpsc::Sender<SourceBatch>,
+    switch: Arc<FakeSubscription>,
+}
+
+/// [`FakeEvents`]' subscription switch.
+#[derive(Debug)]
+pub struct FakeSubscription {
+    listening: AtomicBool,
+    /// Batches injected while not listening.
+    dropped: AtomicU64,
+}
+
+impl Subscription for FakeSubscription {
+    fn set_listening(&self, on: bool) -> Result<(), ConntrackError> {
+        self.listening.store(on, Ordering::SeqCst);
+        Ok(())
+    }
 }
 
 impl FakeEvents {
     pub fn new() -> (FakeEvents, FakeEventsTx) {
         let (tx, rx) = mpsc::channel();
-        (FakeEvents { rx }, FakeEventsTx { tx })
+        let switch = Arc::new(FakeSubscription {
+            listening: AtomicBool::new(true),
+            dropped: AtomicU64::new(0),
+        });
+        (
+            FakeEvents {
+                rx,
+                switch: switch.clone(),
+            },
+            FakeEventsTx { tx, switch },
+        )
     }
 }
 
@@ -245,11 +275,29 @@ impl FakeEventsTx {
     pub fn send(&self, batch: SourceBatch) -> bool {
         self.tx.send(batch).is_ok()
     }
+
+    /// Whether the driver has the subscription on.
+    pub fn listening(&self) -> bool {
+        self.switch.listening.load(Ordering::SeqCst)
+    }
+
+    /// Batches that were injected while the driver was not listening.
+    pub fn dropped(&self) -> u64 {
+        self.switch.dropped.load(Ordering::SeqCst)
+    }
 }
 
 impl EventSource for FakeEvents {
+    fn subscription(&self) -> Arc<dyn Subscription> {
+        self.switch.clone()
+    }
+
     fn next_batch(&mut self, timeout: Duration) -> Result<Option<SourceBatch>, ConntrackError> {
         match self.rx.recv_timeout(timeout) {
+            Ok(_) if !self.switch.listening.load(Ordering::SeqCst) => {
+                self.switch.dropped.fetch_add(1, Ordering::SeqCst);
+                Ok(None)
+            }
             Ok(b) => Ok(Some(b)),
             Err(mpsc::RecvTimeoutError::Timeout) => Ok(None),
             // The test is done with it: behave like an idle socket.

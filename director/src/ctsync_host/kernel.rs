@@ -102,11 +102,12 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ctsync::{Entry, Event, Key, L4};
 
-use super::table::{Applied, ConntrackTable, EventSource, SourceBatch};
+use super::table::{Applied, ConntrackTable, EventSource, SourceBatch, Subscription};
 use crate::conntrack::codec::{proto, status};
 use crate::conntrack::{
     errno_of, Answer, Conntrack, ConntrackError, ConntrackSocket, EventKind, EventSocket, Icmp,
@@ -775,7 +776,17 @@ impl KernelEvents {
     }
 }
 
+impl Subscription for crate::conntrack::events::Membership {
+    fn set_listening(&self, on: bool) -> Result<(), ConntrackError> {
+        self.set(on)
+    }
+}
+
 impl EventSource for KernelEvents {
+    fn subscription(&self) -> Arc<dyn Subscription> {
+        Arc::new(self.sock.membership())
+    }
+
     fn next_batch(&mut self, timeout: Duration) -> Result<Option<SourceBatch>, ConntrackError> {
         if std::mem::take(&mut self.pending_overrun) {
             return Ok(Some(SourceBatch::Overrun));

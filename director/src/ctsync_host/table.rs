@@ -8,6 +8,7 @@
 //! Both are blocking: the driver runs each on a thread of its own, so a
 //! slow kernel write never stalls the sync socket, and vice versa.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use ctsync::{Entry, Event, Key};
@@ -62,4 +63,18 @@ pub trait EventSource: Send + 'static {
     /// Waits up to `timeout` for events; `Ok(None)` if none came (so the
     /// thread can notice a shutdown).
     fn next_batch(&mut self, timeout: Duration) -> Result<Option<SourceBatch>, ConntrackError>;
+    /// The switch of this source's subscription, used by the driver's
+    /// thread while the event thread reads.
+    fn subscription(&self) -> Arc<dyn Subscription>;
+}
+
+/// Turns the event subscription on and off. Only a master sends its
+/// events; a backup that stayed subscribed would be sent an event for
+/// every entry it writes, only to drop it (at 50,000 writes/s a thread
+/// woken tens of thousands of times a second, on a box already busy
+/// writing).
+pub trait Subscription: Send + Sync + 'static {
+    /// On: events from now on are delivered. Off: none are, from now on
+    /// (events already delivered may still be read).
+    fn set_listening(&self, on: bool) -> Result<(), ConntrackError>;
 }

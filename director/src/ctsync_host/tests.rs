@@ -210,12 +210,18 @@ fn events_on_the_master_reach_the_backup_table() {
     assert_eq!(sb.session.stats.destroyed, 1);
     assert!(sb.driver.upserts_written >= 200);
     assert_eq!(sb.driver.apply_backlog, 0);
-    // Events on the backup are the echo of its writes: not sent back.
+    // Events on the backup would be the echo of its writes: it is not
+    // subscribed, and nothing reaches its session or the master.
+    assert!(a.events.listening());
+    assert!(!b.events.listening());
+    assert!(sa.driver.events_subscribed && !sb.driver.events_subscribed);
     b.events
         .send(SourceBatch::Events(vec![Event::New(entry(999))]));
-    wait_until("the backup to count the ignored event", || {
-        status(&b.handle).session.stats.events_ignored == 1
+    wait_until("the backup's source to drop the event", || {
+        b.events.dropped() == 1
     });
+    let sb = status(&b.handle);
+    assert_eq!(sb.session.stats.events_new, 0);
     assert!(a.view.get(&entry(999).key()).is_none());
     block(a.handle.shutdown());
     block(b.handle.shutdown());
@@ -744,6 +750,10 @@ fn a_master_that_steps_down_loosens_the_entries_it_forwarded() {
     role(&a.handle, Role::Backup);
     role(&b.handle, Role::Master);
     wait_until("a's entries to be loosened", || a.view.tracked().is_empty());
+    // The subscription follows the role.
+    wait_until("b to listen, a not", || {
+        b.events.listening() && !a.events.listening()
+    });
     // The apply thread loosens the table first and reports afterwards, so
     // the counters trail the table by one message.
     wait_until("the loosening to be counted", || {

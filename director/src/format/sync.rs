@@ -134,8 +134,12 @@ pub fn sync(reply: &SyncReply) -> String {
     );
     let _ = writeln!(
         o,
-        "event overruns: {}   dump failures: {}   kernel refused: {} (table full {})",
-        n.overruns, n.dump_failures, d.apply_refused, n.table_full
+        "event overruns: {}   events subscribed: {}   dump failures: {}   kernel refused: {} (table full {})",
+        n.overruns,
+        if d.events_subscribed { "yes" } else { "no" },
+        n.dump_failures,
+        d.apply_refused,
+        n.table_full
     );
     let samples = n.lag.samples();
     let _ = writeln!(
@@ -221,6 +225,7 @@ mod tests {
                     dials: 2,
                     dial_failures: 1,
                     apply_refused: 0,
+                    events_subscribed: true,
                     ..DriverStats::default()
                 },
             }),
@@ -247,7 +252,7 @@ received                 4000          96000
 
 resent: 12   lost: 0   rejected auth: 1   replays: 2   malformed: 1   refused connections: 3
 resyncs: 2 sent (1 partial), 0 received (0 partial); digests 40 matched, 1 differed
-event overruns: 1   dump failures: 0   kernel refused: 0 (table full 0)
+event overruns: 1   events subscribed: yes   dump failures: 0   kernel refused: 0 (table full 0)
 lag: p50 <=4ms  p99 <=16ms  max 9ms  now 2ms  (10 acked frames)
 connections: 2 established, 1 disconnects, 0 peer timeouts, 2 dials (1 failed), 1 role changes
 "

@@ -156,6 +156,7 @@ fn families(view: &CtSyncView) -> Vec<MetricFamily> {
         ),
         one("in_sync", "1 once a bulk resync completed on the current connection (both tables agree).", G, b(s.in_sync) as f64),
         one("entries", "Entries in the replicated set.", G, n.entries as f64),
+        one("events_subscribed", "1 while subscribed to the kernel's conntrack events (a master; a backup is not).", G, b(d.events_subscribed) as f64),
         one("pending_changes", "Changes waiting for the send window (coalesced per connection).", G, n.pending as f64),
         one("unacked_bytes", "Bytes sent and not yet acknowledged by the peer.", G, n.unacked_bytes as f64),
         one("queued_bytes", "Bytes queued for the socket and not yet written.", G, d.queued_bytes as f64),

@@ -587,12 +587,41 @@ fn run(args: &Args) -> Result<(), String> {
     if old_max.trim().parse::<u64>().unwrap_or(0) < need {
         std::fs::write(max_path, need.to_string()).map_err(|e| format!("{max_path}: {e}"))?;
     }
+    // And the hash table with it, as the kernel sizes it by default (one
+    // bucket per allowed entry: nf_conntrack_max = nf_conntrack_buckets,
+    // nf_conntrack_core.c) and as an operator sizes a box meant to hold
+    // that many: raising only the limit would leave both sides' lookups
+    // walking chains several entries long (they showed as the top kernel
+    // symbols of the backup's writes). Resized now, while the table is
+    // nearly empty; the global table (init_net) only.
+    let buckets_path = "/proc/sys/net/netfilter/nf_conntrack_buckets";
+    let old_buckets = std::fs::read_to_string(buckets_path).ok();
+    let want_buckets = need.next_power_of_two().min(1 << 22);
+    if old_buckets
+        .as_deref()
+        .and_then(|b| b.trim().parse::<u64>().ok())
+        .is_some_and(|b| b < want_buckets)
+    {
+        if let Err(e) = std::fs::write(buckets_path, want_buckets.to_string()) {
+            eprintln!("note: {buckets_path}: {e}; lookups will walk longer chains");
+        }
+    }
+    println!(
+        "nf_conntrack_max {}, nf_conntrack_buckets {}",
+        std::fs::read_to_string(max_path).unwrap_or_default().trim(),
+        std::fs::read_to_string(buckets_path)
+            .unwrap_or_default()
+            .trim()
+    );
     let result = match args.mode {
         Mode::Burst => burst(args),
         Mode::Rate => rate(args),
         Mode::Takeover => takeover(args),
         Mode::Write => write(args),
     };
+    if let Some(b) = old_buckets {
+        let _ = std::fs::write(buckets_path, b.trim());
+    }
     let _ = std::fs::write(max_path, old_max.trim());
     result
 }
@@ -875,6 +904,21 @@ fn rate(args: &Args) -> Result<(), String> {
             .zip(&seen)
             .filter_map(|(c, s)| s.map(|s| ms(s.saturating_duration_since(*c))))
             .collect();
+        // The worst lag of each second of the run: a lag that grows
+        // from second to second is a backlog (the pair cannot keep up),
+        // one that does not is a stall.
+        let t_first = created.first().copied();
+        let mut by_second: Vec<f64> = Vec::new();
+        for (c, s) in created.iter().zip(&seen) {
+            let (Some(t0), Some(s)) = (t_first, s) else {
+                continue;
+            };
+            let sec = c.duration_since(t0).as_secs() as usize;
+            if by_second.len() <= sec {
+                by_second.resize(sec + 1, 0.0);
+            }
+            by_second[sec] = by_second[sec].max(ms(s.saturating_duration_since(*c)));
+        }
         lags.sort_by(f64::total_cmp);
         let missing = n as usize - lags.len();
         let per_1k = |a: Option<f64>, b: Option<f64>| match (a, b) {
@@ -890,6 +934,15 @@ fn rate(args: &Args) -> Result<(), String> {
             quantile(&lags, 1.0),
             per_1k(mc0, mc1),
             per_1k(bc0, bc1),
+        );
+        println!(
+            "  {:<17} worst lag per second (ms): {}",
+            "",
+            by_second
+                .iter()
+                .map(|l| format!("{l:.0}"))
+                .collect::<Vec<_>>()
+                .join(" ")
         );
         println!(
             "  {:<17} sync link TCP: master {}; backup {}",
