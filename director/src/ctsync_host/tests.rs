@@ -293,6 +293,10 @@ fn role_switch_both_ways_with_changes_in_flight_loses_nothing() {
     });
     role(&a.handle, Role::Backup);
     role(&b.handle, Role::Master);
+    // New connections reach B once VRRP moved the VIPs, which is after the
+    // driver took the role (the barrier), so after it joined the event
+    // groups; a test that injects events has to wait for that too.
+    wait_until("B to listen", || b.events.listening());
     // B is master now: its new connections go to A.
     let second: Vec<Entry> = (300..400).map(entry).collect();
     for e in &second {
@@ -317,6 +321,7 @@ fn role_switch_both_ways_with_changes_in_flight_loses_nothing() {
     });
     role(&b.handle, Role::Backup);
     role(&a.handle, Role::Master);
+    wait_until("A to listen", || a.events.listening());
     a.events
         .send(SourceBatch::Events(vec![Event::Destroy(first[0].key())]));
     a.view.remove(&first[0].key());
