@@ -342,10 +342,15 @@ fn trickle(o: &Opts) -> Result<(), String> {
         }
         n += 1;
         if let Err(e) = writer.write_all(format!("tick {n}\n").as_bytes()) {
-            // A reset seen by the reader first says more: prefer it.
-            return Err(rx
-                .recv_timeout(Duration::from_millis(50))
-                .unwrap_or_else(|_| format!("error {} send: {e}", unix_ms())));
+            // A reset seen by the reader first says more: prefer it. But
+            // a socket reports a reset (sk_err) to one call only: when it
+            // was this write, the reader then reads end-of-file, and the
+            // reset is ours to report.
+            let send = format!("error {} send: {e}", unix_ms());
+            return Err(match rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(read) if !read.ends_with("closed by peer") => read,
+                _ => send,
+            });
         }
         std::thread::sleep(o.every);
     }
