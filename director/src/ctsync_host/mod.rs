@@ -1,8 +1,9 @@
 //! Conntrack replication in the daemon (map of the module):
 //!
 //! - [`table`]: the kernel side as traits ([`table::ConntrackTable`],
-//!   [`table::EventSource`]) so the driver is tested against an
-//!   in-memory table.
+//!   [`table::EventSource`], [`table::Subscription`]: only a master is
+//!   subscribed to its kernel's events) so the driver is tested against
+//!   an in-memory table.
 //! - [`driver`]: the tokio driver of the `ctsync` session: TCP to the
 //!   peer (who dials, reconnects), nonces, timers, the write queue, the
 //!   apply and event threads, the barrier.
@@ -24,9 +25,10 @@
 //! several instances and sync groups). When it becomes master, the VRRP
 //! executor (`vrrp_host::execute`) does, in order:
 //!
-//! 1. `StateChange` -> [`role::RoleLink::vrrp_state`] -> `RoleChanged`
-//!    to the session (queued behind everything already received, so no
-//!    in-flight message is lost);
+//! 1. `StateChange` -> [`role::RoleLink::vrrp_state`] -> the driver
+//!    joins the kernel's event groups, then `RoleChanged` to the session
+//!    (queued behind everything already received, so no in-flight
+//!    message is lost);
 //! 2. `AddVips` waits first for [`role::RoleLink::barrier`]: everything
 //!    received from the peer so far is in the kernel table. The backup
 //!    writes entries as they arrive, so this is only the bytes received
