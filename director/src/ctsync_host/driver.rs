@@ -31,11 +31,19 @@
 //! `local`'s IP so that the listener's source check passes; it retries
 //! with a doubling backoff from [`BACKOFF_MIN`] to [`BACKOFF_MAX`], reset
 //! once a handshake completes. One dialer means two boxes never race two
-//! connections against each other. A connection accepted while one is up
-//! replaces it (the peer restarted, or its side of the old one is dead
-//! and ours has not noticed yet); the session closes the old one with
-//! `Replaced`. An accepted connection from any other IP is refused
-//! (`refused_connections`) before a byte is read.
+//! connections against each other. An accepted connection from any other
+//! IP is refused (`refused_connections`) before a byte is read.
+//!
+//! An accepted connection first waits (at most [`CANDIDATE_TIMEOUT`]) for
+//! its first frame, the dialer's Hello, which the dialer sends at once.
+//! With no connection up it then goes to the session as it is (the
+//! session judges and counts it). With one up, it replaces it (the peer
+//! restarted, or its side of the old one is dead and ours has not
+//! noticed yet; the session closes the old one with `Replaced`) only if
+//! the Hello carries a valid MAC under the pair's key and a nonce not seen
+//! before ([`SEEN_NONCES`] remembered): anyone else on the peer's
+//! address, forging or replaying a Hello, is refused
+//! (`refused_replacements`) and the live session goes on untouched.
 //!
 //! ## "Acked means written"
 //!
@@ -124,6 +132,9 @@ pub struct DriverStats {
     pub dial_failures: u64,
     /// Binding `local` failed (retried).
     pub bind_failures: u64,
+    /// Connections from the peer's address that would have replaced the
+    /// live one without a fresh, authentic Hello (module doc).
+    pub refused_replacements: u64,
     /// Connections dropped because the peer stopped reading.
     pub queue_overflows: u64,
     /// Socket read/write errors that ended a connection.
@@ -170,6 +181,32 @@ pub struct DriverConfig {
     pub local: SocketAddr,
     pub peer: SocketAddr,
     pub session: ctsync::Config,
+}
+
+/// What the first frame of an accepted connection says: `None` while it
+/// is incomplete; the Hello's nonce if it is a Hello (sequence 0) with a
+/// valid MAC under `hello_key` and a nonce not in `seen`; else why not.
+fn first_frame_verdict(
+    bytes: &[u8],
+    hello_key: &ctsync::wire::MacKey,
+    seen: &VecDeque<Nonce>,
+) -> Option<Result<Nonce, &'static str>> {
+    let header = match ctsync::wire::frame::parse_header(bytes, CANDIDATE_MAX_PAYLOAD) {
+        Ok(h) => h,
+        Err(ctsync::wire::DecodeError::Truncated { .. }) => return None,
+        Err(_) => return Some(Err("not a ctsync frame, or larger than a Hello")),
+    };
+    let frame = bytes.get(..header.frame_len())?;
+    Some(
+        match ctsync::wire::decode_frame(frame, hello_key, CANDIDATE_MAX_PAYLOAD) {
+            Ok((0, ctsync::wire::Message::Hello(h))) if seen.contains(&h.nonce) => {
+                Err("a replayed Hello (its nonce was seen before)")
+            }
+            Ok((0, ctsync::wire::Message::Hello(h))) => Ok(h.nonce),
+            Ok(_) => Err("the first frame is not a Hello"),
+            Err(_) => Err("the Hello failed authentication"),
+        },
+    )
 }
 
 /// Whether the side with `local` dials `peer` (see the module docs).
@@ -240,6 +277,8 @@ type Dialing = Pin<Box<dyn Future<Output = io::Result<TcpStream>> + Send>>;
 enum Wake {
     Command(Option<Command>),
     Accepted(io::Result<(TcpStream, SocketAddr)>),
+    CandidateReadable,
+    CandidateExpired,
     Dialed(io::Result<TcpStream>),
     DialDue,
     BindDue,
@@ -250,8 +289,25 @@ enum Wake {
     Event(Option<EventMsg>),
 }
 
+/// An accepted connection waiting for its first frame (module doc).
+struct Candidate {
+    stream: TcpStream,
+    remote: SocketAddr,
+    bytes: Vec<u8>,
+    deadline: Instant,
+}
+
+/// How long an accepted connection may take to send its Hello.
+pub const CANDIDATE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest first frame read from a candidate: a Hello is under 128 bytes.
+const CANDIDATE_MAX_PAYLOAD: u32 = 4096;
+/// Hello nonces remembered against replays (the peer's, newest first).
+pub const SEEN_NONCES: usize = 1024;
+
 struct Driver {
     cfg: DriverConfig,
+    candidate: Option<Candidate>,
+    seen_nonces: VecDeque<Nonce>,
     session: Session,
     epoch: Instant,
     dials: bool,
@@ -318,6 +374,8 @@ pub async fn run<T: ConntrackTable, E: EventSource>(
     let mut d = Driver {
         dials: dials(cfg.local, cfg.peer),
         cfg,
+        candidate: None,
+        seen_nonces: VecDeque::new(),
         session,
         epoch: Instant::now(),
         listener: None,
@@ -409,6 +467,12 @@ impl Driver {
                     let _ = reply.send(self.status());
                 }
                 Wake::Accepted(Ok((stream, remote))) => self.accepted(stream, remote),
+                Wake::CandidateReadable => self.read_candidate(),
+                Wake::CandidateExpired => {
+                    if let Some(c) = self.candidate.take() {
+                        self.refuse_candidate(c.remote, "no Hello in time");
+                    }
+                }
                 Wake::Accepted(Err(e)) => {
                     warn!(event = "ctsync_accept_failed", error = %e);
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -505,6 +569,9 @@ impl Driver {
         let dialing = self.dialing.as_mut();
         let next_dial = if has_dialing { None } else { self.next_dial };
         let next_bind = self.next_bind;
+        let candidate = self.candidate.as_ref();
+        let has_candidate = candidate.is_some();
+        let candidate_deadline = candidate.map(|c| c.deadline);
         tokio::select! {
             biased;
             c = commands.recv() => Wake::Command(c),
@@ -531,6 +598,13 @@ impl Driver {
                     None => std::future::pending().await,
                 }
             }, if has_listener => Wake::Accepted(a),
+            _ = async {
+                match candidate {
+                    Some(c) => c.stream.readable().await,
+                    None => std::future::pending().await,
+                }
+            }, if has_candidate => Wake::CandidateReadable,
+            _ = sleep_until_opt(candidate_deadline), if has_candidate => Wake::CandidateExpired,
             r = async {
                 match dialing {
                     Some(d) => d.await,
@@ -610,8 +684,83 @@ impl Driver {
             return;
         }
         self.stats.accepted += 1;
-        info!(event = "ctsync_connected", peer = %remote, direction = "accepted", replaces = self.conn.is_some());
-        self.connected(stream, remote);
+        // The newest wins: a peer that reconnects again has given up on
+        // the one before.
+        self.candidate = Some(Candidate {
+            stream,
+            remote,
+            bytes: Vec::new(),
+            deadline: Instant::now() + CANDIDATE_TIMEOUT,
+        });
+        self.read_candidate();
+    }
+
+    /// Reads what the candidate sent; once its first frame is complete
+    /// (or it cannot be), decides (module doc).
+    fn read_candidate(&mut self) {
+        let Some(c) = self.candidate.as_mut() else {
+            return;
+        };
+        let mut buf = [0u8; 4096];
+        loop {
+            match c.stream.try_read(&mut buf) {
+                Ok(0) => {
+                    let remote = c.remote;
+                    self.candidate = None;
+                    debug!(event = "ctsync_candidate_closed", peer = %remote);
+                    return;
+                }
+                Ok(n) => c.bytes.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    let remote = c.remote;
+                    self.candidate = None;
+                    debug!(event = "ctsync_candidate_closed", peer = %remote, error = %e);
+                    return;
+                }
+            }
+            if c.bytes.len() > 2 * 4096 {
+                break;
+            }
+        }
+        let verdict = first_frame_verdict(
+            &c.bytes,
+            &self.cfg.session.key.hello_key(),
+            &self.seen_nonces,
+        );
+        let Some(verdict) = verdict else {
+            return; // not complete yet
+        };
+        let Some(c) = self.candidate.take() else {
+            return;
+        };
+        match (verdict, self.conn.is_some()) {
+            (Ok(nonce), _) => {
+                self.seen_nonces.push_front(nonce);
+                self.seen_nonces.truncate(SEEN_NONCES);
+                self.hand_over(c);
+            }
+            // Nothing to protect: the session reads it and counts what is
+            // wrong with it, as on any connection.
+            (Err(_), false) => self.hand_over(c),
+            (Err(why), true) => self.refuse_candidate(c.remote, why),
+        }
+    }
+
+    fn hand_over(&mut self, c: Candidate) {
+        info!(event = "ctsync_connected", peer = %c.remote, direction = "accepted", replaces = self.conn.is_some());
+        self.connected(c.stream, c.remote);
+        if !c.bytes.is_empty() {
+            self.feed(Input::BytesReceived {
+                bytes: c.bytes.into(),
+            });
+        }
+    }
+
+    fn refuse_candidate(&mut self, remote: SocketAddr, why: &str) {
+        self.stats.refused_replacements += 1;
+        warn!(event = "ctsync_replacement_refused", from = %remote, reason = why, note = "a connection from the peer's address did not open with a fresh, authentic Hello; the live session goes on");
     }
 
     fn connected(&mut self, stream: TcpStream, remote: SocketAddr) {

@@ -772,8 +772,20 @@ fn a_master_that_steps_down_loosens_the_entries_it_forwarded() {
     block(b.handle.shutdown());
 }
 
+/// A Hello frame from `node_id` with `nonce`, under `key`.
+fn hello_frame(key: &Psk, nonce: [u8; 16]) -> Vec<u8> {
+    ctsync::wire::Message::Hello(ctsync::wire::Hello {
+        role: Role::Backup,
+        max_payload: ctsync::wire::DEFAULT_MAX_PAYLOAD,
+        nonce: Nonce(nonce),
+        node_id: "intruder".into(),
+    })
+    .encode_frame(0, &key.hello_key())
+    .unwrap()
+}
+
 #[test]
-fn a_connection_that_replaces_a_live_one_is_read() {
+fn a_connection_from_the_peers_address_replaces_the_live_one_only_with_a_fresh_authentic_hello() {
     let (pa, pb) = ports();
     let a = node(
         "lb-a",
@@ -784,33 +796,55 @@ fn a_connection_that_replaces_a_live_one_is_read() {
     );
     let b = node("lb-b", pb, pa, Role::Backup, FakeTable::new());
     wait_until("the session", || established(&b.handle));
-    // From the peer's address (127.0.0.1): b takes it in place of the
-    // live one, and must read it: the forged Hello is rejected and
-    // counted, not dropped unread with the session left waiting.
+    let sessions = |h: &Handle| status(h).session.stats.established;
+    assert_eq!(sessions(&b.handle), 1);
+    // From the peer's address (127.0.0.1) with a Hello under another key:
+    // refused before it reaches the session, which stays up.
     let wrong = Psk::from_key_file(b"not the pair's key, not at all\n").unwrap();
-    let hello = ctsync::wire::Message::Hello(ctsync::wire::Hello {
-        role: Role::Backup,
-        max_payload: ctsync::wire::DEFAULT_MAX_PAYLOAD,
-        nonce: Nonce([7; 16]),
-        node_id: "intruder".into(),
-    })
-    .encode_frame(0, &wrong.hello_key())
-    .unwrap();
-    let mut s = TcpStream::connect(addr(pb)).unwrap();
-    s.write_all(&hello).unwrap();
-    wait_until("the forged Hello to be counted", || {
-        status(&b.handle).session.stats.rejected_auth == 1
+    let mut forged = TcpStream::connect(addr(pb)).unwrap();
+    forged.write_all(&hello_frame(&wrong, [7; 16])).unwrap();
+    wait_until("the forged Hello to be refused", || {
+        status(&b.handle).driver.refused_replacements == 1
     });
-    // The real peer comes back (a redials) and replication goes on.
-    wait_until("the session again", || {
-        established(&b.handle) && status(&b.handle).session.stats.established >= 2
+    // Garbage, and silence, are refused the same way (the silent one
+    // when the next connection takes its place).
+    let mut garbage = TcpStream::connect(addr(pb)).unwrap();
+    garbage.write_all(&[0xff; 64]).unwrap();
+    wait_until("the garbage to be refused", || {
+        status(&b.handle).driver.refused_replacements == 2
     });
+    let s = status(&b.handle);
+    assert!(established(&b.handle));
+    assert_eq!(s.session.stats.established, 1, "the live session was kept");
+    assert_eq!(
+        s.session.stats.rejected_auth, 0,
+        "nothing reached the session"
+    );
+    // An authentic Hello with a fresh nonce does replace it (the peer
+    // restarted); a's redial then takes the place of this one, which
+    // never finishes its handshake.
+    let genuine = hello_frame(&Psk::from_key_file(KEY).unwrap(), [9; 16]);
+    let mut first = TcpStream::connect(addr(pb)).unwrap();
+    first.write_all(&genuine).unwrap();
+    wait_until("a's session to come back after the replacement", || {
+        established(&b.handle) && sessions(&b.handle) >= 2
+    });
+    let before = status(&b.handle);
+    // The same Hello again, replayed: refused, the session stays.
+    let mut replay = TcpStream::connect(addr(pb)).unwrap();
+    replay.write_all(&genuine).unwrap();
+    wait_until("the replayed Hello to be refused", || {
+        status(&b.handle).driver.refused_replacements == before.driver.refused_replacements + 1
+    });
+    assert_eq!(sessions(&b.handle), before.session.stats.established);
+    assert!(established(&b.handle));
     a.view.insert(entry(100));
     a.events
         .send(SourceBatch::Events(vec![Event::New(entry(100))]));
-    wait_until("replication after the attack", || {
+    wait_until("replication after the attacks", || {
         b.view.get(&entry(100).key()).is_some()
     });
+    drop((forged, garbage, first, replay));
     block(a.handle.shutdown());
     block(b.handle.shutdown());
 }

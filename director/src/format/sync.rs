@@ -114,13 +114,14 @@ pub fn sync(reply: &SyncReply) -> String {
     o.push('\n');
     let _ = writeln!(
         o,
-        "resent: {}   lost: {}   rejected auth: {}   replays: {}   malformed: {}   refused connections: {}",
+        "resent: {}   lost: {}   rejected auth: {}   replays: {}   malformed: {}   refused connections: {} (+{} from the peer's address without a fresh Hello)",
         n.resent,
         n.lost,
         n.rejected_auth,
         n.rejected_replay,
         n.malformed + n.oversized + n.bad_version + n.unknown_type + n.truncated,
-        d.refused_connections
+        d.refused_connections,
+        d.refused_replacements
     );
     let _ = writeln!(
         o,
@@ -222,6 +223,7 @@ mod tests {
                 },
                 driver: DriverStats {
                     refused_connections: 3,
+                    refused_replacements: 1,
                     dials: 2,
                     dial_failures: 1,
                     apply_refused: 0,
@@ -250,7 +252,7 @@ from peer                   0          0          0
 sent                     4100        2345678
 received                 4000          96000
 
-resent: 12   lost: 0   rejected auth: 1   replays: 2   malformed: 1   refused connections: 3
+resent: 12   lost: 0   rejected auth: 1   replays: 2   malformed: 1   refused connections: 3 (+1 from the peer's address without a fresh Hello)
 resyncs: 2 sent (1 partial), 0 received (0 partial); digests 40 matched, 1 differed
 event overruns: 1   events subscribed: yes   dump failures: 0   kernel refused: 0 (table full 0)
 lag: p50 <=4ms  p99 <=16ms  max 9ms  now 2ms  (10 acked frames)

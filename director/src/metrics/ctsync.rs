@@ -200,6 +200,7 @@ fn families(view: &CtSyncView) -> Vec<MetricFamily> {
             ],
         ),
         one("refused_connections_total", "TCP connections refused because they did not come from [ctsync] peer.", C, d.refused_connections as f64),
+        one("refused_replacements_total", "Connections from the peer's address refused because they did not open with a fresh, authentic Hello (the live session was kept).", C, d.refused_replacements as f64),
         labelled(
             "resyncs_total",
             "Bulk resyncs by direction and scope (full: every entry; partial: buckets whose digest differed).",
