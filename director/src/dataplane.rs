@@ -52,7 +52,9 @@ pub struct PassInput<'a> {
     pub timeouts: Option<Timeouts>,
     /// The IPVS sync daemon this box should run now (its role follows
     /// VRRP, `crate::ipvs_sync`); `None`: leave the kernel's daemons
-    /// alone. IPVS only: the nftables dataplane ignores it.
+    /// alone, unless this dataplane ran them under keys a reload removed
+    /// (then they are stopped once). IPVS only: the nftables dataplane
+    /// ignores it.
     pub sync_daemon: Option<&'a SyncDaemon>,
 }
 
@@ -138,6 +140,9 @@ pub struct IpvsDataplane<K> {
     /// on hosts where nftables cannot be driven (then `[[snat]]` is an error
     /// reported by every pass).
     nat_rules: Option<Box<dyn Dataplane>>,
+    /// A pass ran the sync daemons (`PassInput::sync_daemon` was set) and
+    /// they have not been stopped since.
+    runs_sync_daemons: bool,
 }
 
 impl<K: IpvsKernel + Send> IpvsDataplane<K> {
@@ -145,6 +150,7 @@ impl<K: IpvsKernel + Send> IpvsDataplane<K> {
         IpvsDataplane {
             reconciler: Reconciler::new(kernel),
             nat_rules,
+            runs_sync_daemons: false,
         }
     }
 
@@ -164,6 +170,13 @@ impl<K: IpvsKernel + Send> Dataplane for IpvsDataplane<K> {
             .pass(input.desired, input.exclusive, input.timeouts);
         if let Some(want) = input.sync_daemon {
             let out = crate::ipvs_sync::ensure(&mut self.reconciler.kernel, want);
+            report.repairs.extend(out.changes);
+            report.sync_daemon_errors.extend(out.errors);
+            self.runs_sync_daemons = true;
+        } else if self.runs_sync_daemons {
+            let out = crate::ipvs_sync::stop_all(&mut self.reconciler.kernel);
+            // Retried at the next pass until the kernel runs none.
+            self.runs_sync_daemons = !out.errors.is_empty();
             report.repairs.extend(out.changes);
             report.sync_daemon_errors.extend(out.errors);
         }
@@ -255,6 +268,56 @@ pub fn choose(choice: DataplaneChoice, ipvs_available: bool) -> DataplaneKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Removing the `ipvs_sync_*` keys on reload stops the daemons the
+    /// director ran, once; daemons it never ran are left alone.
+    #[test]
+    fn sync_daemons_stop_when_their_keys_are_removed() {
+        use crate::kernel::fake::FakeIpvs;
+        use crate::model::{SyncDaemon, SyncRole};
+        let want = crate::ipvs_sync::wanted(
+            &crate::config::IpvsSync {
+                interface: "eth2".into(),
+                syncid: 7,
+            },
+            SyncRole::Master,
+        );
+        fn input<'a>(
+            desired: &'a DesiredTable,
+            sync_daemon: Option<&'a SyncDaemon>,
+        ) -> PassInput<'a> {
+            PassInput {
+                desired,
+                snat: &[],
+                exclusive: false,
+                timeouts: None,
+                sync_daemon,
+            }
+        }
+        let d = DesiredTable::default();
+        // Someone else's daemon, without keys: left alone.
+        let mut k = FakeIpvs::new();
+        k.daemons = vec![want.clone()];
+        let mut dp = IpvsDataplane::new(k, None);
+        let r = dp.pass(&input(&d, None));
+        assert!(r.sync_daemon_errors.is_empty(), "{r:?}");
+        assert_eq!(dp.kernel().daemons.len(), 1, "not ours: left alone");
+        // With the keys it is ours; a reload removes them: stopped, once.
+        dp.pass(&input(&d, Some(&want)));
+        assert_eq!(dp.kernel().daemons.len(), 1);
+        let r = dp.pass(&input(&d, None));
+        assert!(r.sync_daemon_errors.is_empty(), "{r:?}");
+        assert!(dp.kernel().daemons.is_empty());
+        assert!(
+            r.repairs.iter().any(|c| c.contains("keys removed")),
+            "{:?}",
+            r.repairs
+        );
+        // Started by hand afterwards: left alone again.
+        dp.kernel().daemons.push(want.clone());
+        dp.pass(&input(&d, None));
+        assert_eq!(dp.kernel().daemons.len(), 1);
+    }
 
     #[test]
     fn auto_prefers_ipvs_and_falls_back_to_nftables() {

@@ -39,7 +39,10 @@
 //! (so an `ipvsadm --stop-daemon` is repaired by the next pass) and at
 //! once on every VRRP state change. With the keys configured the director
 //! owns the sync daemons: one it did not start (another interface, id or
-//! role) is stopped. Without them it leaves the kernel's daemons alone.
+//! role) is stopped. Without them it leaves the kernel's daemons alone,
+//! except once after a reload removed the keys: the daemons it ran then
+//! are stopped ([`stop_all`], from the IPVS dataplane), as removing any
+//! other configured thing removes it from the kernel.
 
 use crate::config::{Config, IpvsSync};
 use crate::ctsync_host::role::RoleRule;
@@ -248,6 +251,33 @@ pub fn ensure<K: IpvsKernel + ?Sized>(k: &mut K, want: &SyncDaemon) -> Outcome {
                 out.errors
                     .push(format!("starting the {}: {e}{hint}", describe(d)))
             }
+        }
+    }
+    out
+}
+
+/// Stops every sync daemon the kernel runs: the keys were removed from
+/// the config while the director ran them.
+pub fn stop_all<K: IpvsKernel + ?Sized>(k: &mut K) -> Outcome {
+    let mut out = Outcome::default();
+    let running = match k.sync_daemons() {
+        Ok(r) => r,
+        Err(e) => {
+            out.errors
+                .push(format!("reading the IPVS sync daemons (GET_DAEMON): {e}"));
+            return out;
+        }
+    };
+    for d in &running {
+        match k.stop_sync_daemon(d) {
+            Ok(()) => out.changes.push(format!(
+                "stopped the {} (ipvs_sync keys removed from the config)",
+                describe(d)
+            )),
+            Err(e) if e.errno() == Some(libc::ESRCH) => {}
+            Err(e) => out
+                .errors
+                .push(format!("stopping the {}: {e}", describe(d))),
         }
     }
     out
