@@ -157,6 +157,13 @@ pub fn sync(reply: &SyncReply) -> String {
         "connections: {} established, {} disconnects, {} peer timeouts, {} dials ({} failed), {} role changes",
         n.established, n.disconnects, n.peer_timeouts, d.dials, d.dial_failures, n.role_changes
     );
+    // Window tracking turned off on entries this box forwarded, at start
+    // and on each step down (ctsync_host::kernel, "Loosening").
+    let _ = writeln!(
+        o,
+        "loosened: {} entries in {} passes (TCP window tracking off for entries the peer now forwards)",
+        d.entries_loosened, d.loosenings
+    );
     o
 }
 
@@ -224,6 +231,8 @@ mod tests {
                 driver: DriverStats {
                     refused_connections: 3,
                     refused_replacements: 1,
+                    loosenings: 2,
+                    entries_loosened: 40,
                     dials: 2,
                     dial_failures: 1,
                     apply_refused: 0,
@@ -257,6 +266,7 @@ resyncs: 2 sent (1 partial), 0 received (0 partial); digests 40 matched, 1 diffe
 event overruns: 1   events subscribed: yes   dump failures: 0   kernel refused: 0 (table full 0)
 lag: p50 <=4ms  p99 <=16ms  max 9ms  now 2ms  (10 acked frames)
 connections: 2 established, 1 disconnects, 0 peer timeouts, 2 dials (1 failed), 1 role changes
+loosened: 40 entries in 2 passes (TCP window tracking off for entries the peer now forwards)
 "
         );
     }
