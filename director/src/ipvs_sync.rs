@@ -218,6 +218,17 @@ fn describe(d: &SyncDaemon) -> String {
 /// ones, start the wanted one. Never panics; failures are in the outcome
 /// and the next pass retries.
 pub fn ensure<K: IpvsKernel + ?Sized>(k: &mut K, want: &SyncDaemon) -> Outcome {
+    converge(k, Some(want))
+}
+
+/// Stops every sync daemon the kernel runs: the keys were removed from
+/// the config while the director ran them.
+pub fn stop_all<K: IpvsKernel + ?Sized>(k: &mut K) -> Outcome {
+    converge(k, None)
+}
+
+/// [`ensure`] (`Some`) or [`stop_all`] (`None`).
+fn converge<K: IpvsKernel + ?Sized>(k: &mut K, want: Option<&SyncDaemon>) -> Outcome {
     let mut out = Outcome::default();
     let running = match k.sync_daemons() {
         Ok(r) => r,
@@ -227,10 +238,23 @@ pub fn ensure<K: IpvsKernel + ?Sized>(k: &mut K, want: &SyncDaemon) -> Outcome {
             return out;
         }
     };
-    let p = plan(want, &running);
+    let p = match want {
+        Some(w) => plan(w, &running),
+        None => Plan {
+            stop: running,
+            start: None,
+        },
+    };
+    let why = if want.is_some() {
+        ""
+    } else {
+        " (ipvs_sync keys removed from the config)"
+    };
     for d in &p.stop {
         match k.stop_sync_daemon(d) {
-            Ok(()) => out.changes.push(format!("stopped the {}", describe(d))),
+            Ok(()) => out
+                .changes
+                .push(format!("stopped the {}{why}", describe(d))),
             // ESRCH: it stopped under us; the goal is reached all the same.
             Err(e) if e.errno() == Some(libc::ESRCH) => {}
             Err(e) => out
@@ -251,33 +275,6 @@ pub fn ensure<K: IpvsKernel + ?Sized>(k: &mut K, want: &SyncDaemon) -> Outcome {
                 out.errors
                     .push(format!("starting the {}: {e}{hint}", describe(d)))
             }
-        }
-    }
-    out
-}
-
-/// Stops every sync daemon the kernel runs: the keys were removed from
-/// the config while the director ran them.
-pub fn stop_all<K: IpvsKernel + ?Sized>(k: &mut K) -> Outcome {
-    let mut out = Outcome::default();
-    let running = match k.sync_daemons() {
-        Ok(r) => r,
-        Err(e) => {
-            out.errors
-                .push(format!("reading the IPVS sync daemons (GET_DAEMON): {e}"));
-            return out;
-        }
-    };
-    for d in &running {
-        match k.stop_sync_daemon(d) {
-            Ok(()) => out.changes.push(format!(
-                "stopped the {} (ipvs_sync keys removed from the config)",
-                describe(d)
-            )),
-            Err(e) if e.errno() == Some(libc::ESRCH) => {}
-            Err(e) => out
-                .errors
-                .push(format!("stopping the {}: {e}", describe(d))),
         }
     }
     out

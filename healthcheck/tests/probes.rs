@@ -104,41 +104,14 @@ async fn tcp_up_and_refused() {
     );
 }
 
-#[tokio::test]
-async fn tcp_to_a_silent_address_times_out_connecting() {
-    // A listener whose backlog is full never completes a handshake: the
-    // probe must time out in the connect stage, not hang.
-    let sock = tokio::net::TcpSocket::new_v4().unwrap();
-    sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let addr = sock.local_addr().unwrap();
-    let _listener = sock.listen(0).unwrap();
-    // Fill the (0 -> 1 entry) accept queue and the SYN queue.
-    let mut fillers = Vec::new();
-    for _ in 0..4 {
-        if let Ok(Ok(s)) = tokio::time::timeout(
-            Duration::from_millis(100),
-            tokio::net::TcpStream::connect(addr),
-        )
-        .await
-        {
-            fillers.push(s);
-        }
-    }
-    match run(spec(addr, Probe::Tcp)).await {
-        Err(Failure::Timeout {
-            stage: Stage::Connect,
-            ..
-        }) => {}
-        other => panic!("expected a connect timeout, got {other:?}"),
-    }
-}
-
-#[tokio::test]
-async fn tcp_waits_for_a_handshake_that_is_not_done_at_once() {
-    // A probe whose SYN finds the accept queue full gets no answer until
-    // the SYN is retransmitted (1 s later): the outcome is not known when
-    // connect() returns, so the probe waits for it in the reactor. Room is
-    // made meanwhile, and the retransmitted SYN completes the handshake.
+/// A listener whose accept queue (backlog 0: one entry) and SYN queue
+/// are full, with the connections that fill them: a SYN to it gets no
+/// answer until room is made.
+async fn full_backlog() -> (
+    std::net::SocketAddr,
+    tokio::net::TcpListener,
+    Vec<tokio::net::TcpStream>,
+) {
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
     sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = sock.local_addr().unwrap();
@@ -154,6 +127,30 @@ async fn tcp_waits_for_a_handshake_that_is_not_done_at_once() {
             fillers.push(s);
         }
     }
+    (addr, listener, fillers)
+}
+
+#[tokio::test]
+async fn tcp_to_a_silent_address_times_out_connecting() {
+    // A listener whose backlog is full never completes a handshake: the
+    // probe must time out in the connect stage, not hang.
+    let (addr, _listener, _fillers) = full_backlog().await;
+    match run(spec(addr, Probe::Tcp)).await {
+        Err(Failure::Timeout {
+            stage: Stage::Connect,
+            ..
+        }) => {}
+        other => panic!("expected a connect timeout, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn tcp_waits_for_a_handshake_that_is_not_done_at_once() {
+    // A probe whose SYN finds the accept queue full gets no answer until
+    // the SYN is retransmitted (1 s later): the outcome is not known when
+    // connect() returns, so the probe waits for it in the reactor. Room is
+    // made meanwhile, and the retransmitted SYN completes the handshake.
+    let (addr, listener, fillers) = full_backlog().await;
     let mut slow = spec(addr, Probe::Tcp);
     slow.interval = Duration::from_secs(5);
     slow.timeout = Duration::from_secs(4);

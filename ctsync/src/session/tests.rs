@@ -156,6 +156,30 @@ fn dump_requests(actions: &[Action]) -> Vec<DumpReason> {
         .collect()
 }
 
+/// The entries of every Upsert in `msgs`.
+fn upserted(msgs: &[Message]) -> Vec<Entry> {
+    msgs.iter()
+        .flat_map(|m| match m {
+            Message::Upsert { entries } => entries.clone(),
+            _ => vec![],
+        })
+        .collect()
+}
+
+/// The peer asks master `s` to resync the buckets of `scope` (a digest
+/// mismatch); `s` asks its driver for a dump.
+fn ask_partial_resync(s: &mut Session, p: &mut Peer, scope: Scope) {
+    let a = s.handle(
+        t(10),
+        bytes(p.frame(&Message::ResyncRequest {
+            reason: ResyncReason::DigestMismatch,
+            scope,
+        })),
+    );
+    assert_eq!(dump_requests(&a), vec![DumpReason::PartialResync]);
+    p.read(&a);
+}
+
 #[test]
 fn config_is_validated() {
     let mut c = config(Role::Master);
@@ -653,14 +677,7 @@ fn window_full_coalesces_by_key() {
     // Acks open the window: the latest marks go out, once per key.
     let ack = p.rx_seq - 1;
     let a = s.handle(t(20), bytes(p.frame(&Message::Ack { seq: ack })));
-    let sent: Vec<Entry> = p
-        .read(&a)
-        .into_iter()
-        .flat_map(|m| match m {
-            Message::Upsert { entries } => entries,
-            _ => vec![],
-        })
-        .collect();
+    let sent = upserted(&p.read(&a));
     assert_eq!(sent.len(), 100);
     assert!(sent.iter().all(|e| e.mark == 1999));
     assert_eq!(s.stats().pending, 0);
@@ -805,26 +822,12 @@ fn master_answers_resync_requests_with_a_partial_bulk() {
     let b = bucket_of(key_hash(&entry(7).key()).unwrap());
     let mut scope = Scope::NONE;
     scope.insert(b);
-    let a = s.handle(
-        t(10),
-        bytes(p.frame(&Message::ResyncRequest {
-            reason: ResyncReason::DigestMismatch,
-            scope,
-        })),
-    );
-    assert_eq!(dump_requests(&a), vec![DumpReason::PartialResync]);
-    p.read(&a);
+    ask_partial_resync(&mut s, &mut p, scope);
     let dump: Vec<Entry> = (1..=50).map(entry).collect();
     let a = s.handle(t(11), Input::LocalDump { entries: dump });
     let msgs = p.read(&a);
     assert!(matches!(&msgs[0], Message::BulkStart { scope: sc, .. } if *sc == scope));
-    let resent: Vec<Entry> = msgs
-        .iter()
-        .flat_map(|m| match m {
-            Message::Upsert { entries } => entries.clone(),
-            _ => vec![],
-        })
-        .collect();
+    let resent = upserted(&msgs);
     assert!(resent.contains(&entry(7)));
     assert!(resent
         .iter()
@@ -845,15 +848,7 @@ fn an_entry_created_while_the_dump_is_on_its_way_is_in_the_bulk() {
     let b = bucket_of(key_hash(&late.key()).unwrap());
     let mut scope = Scope::NONE;
     scope.insert(b);
-    let a = s.handle(
-        t(10),
-        bytes(p.frame(&Message::ResyncRequest {
-            reason: ResyncReason::DigestMismatch,
-            scope,
-        })),
-    );
-    assert_eq!(dump_requests(&a), vec![DumpReason::PartialResync]);
-    p.read(&a);
+    ask_partial_resync(&mut s, &mut p, scope);
     // The driver dumps (without `late`), then the kernel creates `late` and
     // its event reaches the session before the dump does: sent live.
     let a = s.handle(
@@ -862,14 +857,7 @@ fn an_entry_created_while_the_dump_is_on_its_way_is_in_the_bulk() {
             events: vec![Event::New(late)],
         },
     );
-    let live: Vec<Entry> = p
-        .read(&a)
-        .into_iter()
-        .flat_map(|m| match m {
-            Message::Upsert { entries } => entries,
-            _ => vec![],
-        })
-        .collect();
+    let live = upserted(&p.read(&a));
     assert!(live.contains(&late), "the event goes out at once");
     // Meanwhile another entry of the dump was destroyed.
     let gone = (1..=50)
@@ -887,13 +875,7 @@ fn an_entry_created_while_the_dump_is_on_its_way_is_in_the_bulk() {
     let a = s.handle(t(12), Input::LocalDump { entries: dump });
     let msgs = p.read(&a);
     assert!(matches!(&msgs[0], Message::BulkStart { scope: sc, .. } if *sc == scope));
-    let bulk: Vec<Entry> = msgs
-        .iter()
-        .flat_map(|m| match m {
-            Message::Upsert { entries } => entries.clone(),
-            _ => vec![],
-        })
-        .collect();
+    let bulk = upserted(&msgs);
     assert!(
         bulk.contains(&late),
         "the bulk must carry the entry the dump predates"

@@ -306,6 +306,8 @@ pub const SEEN_NONCES: usize = 1024;
 
 struct Driver {
     cfg: DriverConfig,
+    /// The key of Hello frames, derived once from `cfg.session.key`.
+    hello_key: ctsync::wire::MacKey,
     candidate: Option<Candidate>,
     seen_nonces: VecDeque<Nonce>,
     session: Session,
@@ -373,6 +375,7 @@ pub async fn run<T: ConntrackTable, E: EventSource>(
     }
     let mut d = Driver {
         dials: dials(cfg.local, cfg.peer),
+        hello_key: cfg.session.key.hello_key(),
         cfg,
         candidate: None,
         seen_nonces: VecDeque::new(),
@@ -701,35 +704,28 @@ impl Driver {
         let Some(c) = self.candidate.as_mut() else {
             return;
         };
+        // More than the largest Hello frame decides the verdict anyway.
+        let enough = CANDIDATE_MAX_PAYLOAD as usize * 2;
         let mut buf = [0u8; 4096];
-        loop {
-            match c.stream.try_read(&mut buf) {
-                Ok(0) => {
-                    let remote = c.remote;
-                    self.candidate = None;
-                    debug!(event = "ctsync_candidate_closed", peer = %remote);
-                    return;
+        while c.bytes.len() < enough {
+            let closed = match c.stream.try_read(&mut buf) {
+                Ok(0) => Some("closed".to_string()),
+                Ok(n) => {
+                    c.bytes.extend_from_slice(&buf[..n]);
+                    None
                 }
-                Ok(n) => c.bytes.extend_from_slice(&buf[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    let remote = c.remote;
-                    self.candidate = None;
-                    debug!(event = "ctsync_candidate_closed", peer = %remote, error = %e);
-                    return;
-                }
-            }
-            if c.bytes.len() > 2 * 4096 {
-                break;
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => None,
+                Err(e) => Some(e.to_string()),
+            };
+            if let Some(why) = closed {
+                debug!(event = "ctsync_candidate_closed", peer = %c.remote, reason = %why);
+                self.candidate = None;
+                return;
             }
         }
-        let verdict = first_frame_verdict(
-            &c.bytes,
-            &self.cfg.session.key.hello_key(),
-            &self.seen_nonces,
-        );
-        let Some(verdict) = verdict else {
+        let Some(verdict) = first_frame_verdict(&c.bytes, &self.hello_key, &self.seen_nonces)
+        else {
             return; // not complete yet
         };
         let Some(c) = self.candidate.take() else {

@@ -34,6 +34,17 @@ struct Inner {
     dumps: u64,
 }
 
+impl Inner {
+    /// TCP entries that still have window tracking on.
+    fn tracked(&self) -> Vec<Key> {
+        self.entries
+            .values()
+            .filter(|e| e.tcp.is_some() && !self.liberal.contains(&e.key()))
+            .map(Entry::key)
+            .collect()
+    }
+}
+
 /// A conntrack table in memory.
 #[derive(Debug, Clone, Default)]
 pub struct FakeTable {
@@ -133,16 +144,7 @@ impl FakeView {
     /// TCP entries that still have window tracking on (neither written
     /// by an upsert nor loosened).
     pub fn tracked(&self) -> Vec<Key> {
-        self.inner
-            .lock()
-            .map(|i| {
-                i.entries
-                    .values()
-                    .filter(|e| e.tcp.is_some() && !i.liberal.contains(&e.key()))
-                    .map(Entry::key)
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.inner.lock().map(|i| i.tracked()).unwrap_or_default()
     }
 
     /// How many times the table was loosened.
@@ -207,12 +209,7 @@ impl ConntrackTable for FakeTable {
             source: std::io::Error::other("poisoned"),
         })?;
         i.loosens += 1;
-        let strict: Vec<Key> = i
-            .entries
-            .values()
-            .filter(|e| e.tcp.is_some() && !i.liberal.contains(&e.key()))
-            .map(Entry::key)
-            .collect();
+        let strict = i.tracked();
         let written = strict.len();
         i.liberal.extend(strict);
         Ok(Applied {

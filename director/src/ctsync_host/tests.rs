@@ -227,25 +227,31 @@ fn events_on_the_master_reach_the_backup_table() {
     block(b.handle.shutdown());
 }
 
-#[test]
-fn a_restarted_backup_gets_a_bulk_resync_that_also_removes_stale_entries() {
+/// Master "lb-a" holding entries `0..n`, backup "lb-b", once the first
+/// bulk brought them all to b; and their ports.
+fn pair_after_the_first_bulk(n: u16) -> (Node, Node, (u16, u16)) {
     let (pa, pb) = ports();
-    let held: Vec<Entry> = (0..50).map(entry).collect();
     let a = node(
         "lb-a",
         pa,
         pb,
         Role::Master,
-        FakeTable::with(held.iter().copied()),
+        FakeTable::with((0..n).map(entry)),
     );
     let b = node("lb-b", pb, pa, Role::Backup, FakeTable::new());
-    wait_until("the first bulk", || b.view.len() == 50);
+    wait_until("the first bulk", || b.view.len() == usize::from(n));
+    (a, b, (pa, pb))
+}
+
+#[test]
+fn a_restarted_backup_gets_a_bulk_resync_that_also_removes_stale_entries() {
+    let (a, b, (pa, pb)) = pair_after_the_first_bulk(50);
     block(b.handle.shutdown());
     // While the backup is away: one connection ends, one starts.
     a.view.insert(entry(500));
-    a.view.remove(&held[0].key());
+    a.view.remove(&entry(0).key());
     a.events.send(SourceBatch::Events(vec![
-        Event::Destroy(held[0].key()),
+        Event::Destroy(entry(0).key()),
         Event::New(entry(500)),
     ]));
     // The restarted backup's kernel still has what it had, plus an entry
@@ -259,7 +265,7 @@ fn a_restarted_backup_gets_a_bulk_resync_that_also_removes_stale_entries() {
     });
     wait_until("the tables to agree", || {
         b2.view.get(&entry(500).key()).is_some()
-            && b2.view.get(&held[0].key()).is_none()
+            && b2.view.get(&entry(0).key()).is_none()
             && b2.view.get(&entry(777).key()).is_none()
     });
     assert_eq!(b2.view.len(), 50);
@@ -735,17 +741,7 @@ fn key_file_errors_name_the_file() {
 
 #[test]
 fn a_master_that_steps_down_loosens_the_entries_it_forwarded() {
-    let (pa, pb) = ports();
-    let held: Vec<Entry> = (0..50).map(entry).collect();
-    let a = node(
-        "lb-a",
-        pa,
-        pb,
-        Role::Master,
-        FakeTable::with(held.iter().copied()),
-    );
-    let b = node("lb-b", pb, pa, Role::Backup, FakeTable::new());
-    wait_until("the first bulk", || b.view.len() == 50);
+    let (a, b, _) = pair_after_the_first_bulk(50);
     // The master's own entries track windows; what the backup wrote not.
     assert_eq!(a.view.tracked().len(), 50);
     assert!(b.view.tracked().is_empty());
@@ -786,15 +782,7 @@ fn hello_frame(key: &Psk, nonce: [u8; 16]) -> Vec<u8> {
 
 #[test]
 fn a_connection_from_the_peers_address_replaces_the_live_one_only_with_a_fresh_authentic_hello() {
-    let (pa, pb) = ports();
-    let a = node(
-        "lb-a",
-        pa,
-        pb,
-        Role::Master,
-        FakeTable::with((0..10).map(entry)),
-    );
-    let b = node("lb-b", pb, pa, Role::Backup, FakeTable::new());
+    let (a, b, (_, pb)) = pair_after_the_first_bulk(10);
     wait_until("the session", || established(&b.handle));
     let sessions = |h: &Handle| status(h).session.stats.established;
     assert_eq!(sessions(&b.handle), 1);
